@@ -1,0 +1,141 @@
+"""The command line: parse, configure logging, run one command, map the outcome to an exit code.
+
+Exit codes (the contract): 0 the command did its job (per-row failures live in the rows);
+1 it could not (a dependency failed for the whole pass, or an unexpected error);
+2 the configuration is invalid or missing (one line on stderr names the variable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from types import FrameType
+
+from worker import logs
+from worker.config import ConfigError, Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def parse_instant(text: str) -> datetime:
+    """An ISO 8601 instant; UTC where no offset is given."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time like 2026-11-22T09:00:00Z") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python worker/main.py", description="reminder-worker")
+    sub = p.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="one pass (events, then pushes), then exit")
+    run.add_argument("--now", type=parse_instant, help="act as if the clock read this instant")
+    run.add_argument("--loop", action="store_true", help="pass forever, one every --interval seconds")
+    run.add_argument("--interval", type=float, default=60.0, help="seconds between passes with --loop")
+    run.add_argument("--trigger", default=None, help=argparse.SUPPRESS)
+    sub.add_parser("migrate", help="apply sql/ to DATABASE_URL")
+    demo = sub.add_parser("demo", help="run the whole worker on an embedded database and local stand-ins")
+    demo.add_argument("--data-dir", default=".worker-data", help="where the embedded Postgres lives")
+    demo.add_argument("--fresh", action="store_true", help="start from an empty demo database")
+    serve = sub.add_parser("serve", help="HTTP trigger for Supabase pg_cron")
+    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server in a pod listens on all
+    serve.add_argument("--port", type=int, default=8080)
+    sub.add_parser("check", help="check configuration, database reach and schema version")
+    status = sub.add_parser("status", help="what an on-call person wants to see")
+    status.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "run"
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.setup(settings.log_level, settings.log_format)
+    for secret in (settings.database_url, settings.supabase_key, settings.google_client_secret,
+                   settings.expo_access_token, settings.trigger_token):
+        logs.register_secret(secret)
+    try:
+        if command == "run":
+            return _run(settings, getattr(args, "now", None), getattr(args, "loop", False),
+                        getattr(args, "interval", 60.0))
+        if command == "migrate":
+            return _migrate(settings)
+        if command == "demo":
+            from worker.demo import run_demo
+
+            return run_demo(data_dir=args.data_dir, fresh=args.fresh)
+        if command == "check":
+            from worker.check import run_check
+
+            return run_check(settings)
+        if command == "serve":
+            from worker.serve import run_server
+
+            return run_server(settings, args.host, args.port)
+        if command == "status":
+            from worker.status import run_status
+
+            return run_status(settings, as_json=args.json)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"unknown command {command!r}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _migrate(settings: Settings) -> int:
+    if settings.database_url is None:
+        raise ConfigError("DATABASE_URL", "migrate needs a direct Postgres connection (the Data API cannot run DDL)")
+    from worker.db import DatabaseError, DatabaseUnavailable
+    from worker.db.migrate import migrate
+
+    try:
+        applied = migrate(settings.database_url)
+    except (DatabaseError, DatabaseUnavailable) as exc:
+        logs.event("migrate.failed", 40, error=str(exc))
+        print(f"migrate failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    logs.event("migrate.done", applied=applied)
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+    return EXIT_OK
+
+
+def _run(settings: Settings, now: datetime | None, loop: bool, interval: float) -> int:
+    settings.require_database()
+    from worker.db import DatabaseUnavailable, open_gateway
+    from worker.passes import run_pass
+
+    try:
+        gateway = open_gateway(settings)
+    except DatabaseUnavailable as exc:
+        logs.event("pass.summary", 40, exit_code=EXIT_FAILED, error=str(exc))
+        return EXIT_FAILED
+    with gateway:
+        if not loop:
+            return run_pass(settings, gateway, now=now, calendar=_calendar(settings)).exit_code
+        stop = threading.Event()
+
+        def _stop(signum: int, _frame: FrameType | None) -> None:
+            logs.event("loop.stopping", signal=signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        while not stop.is_set():
+            run_pass(settings, gateway, now=now, calendar=_calendar(settings))
+            stop.wait(interval)
+        return EXIT_OK
+
+
+def _calendar(settings: Settings) -> object | None:
+    """The calendar client when Google is configured, else None (calendar sync off)."""
+    return None

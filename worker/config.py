@@ -1,0 +1,239 @@
+"""Configuration: the environment, read once, checked early, with secrets kept out of reprs.
+
+Every problem is a :class:`ConfigError` naming the variable, so the CLI can print one line and
+exit 2 instead of failing at 3 a.m. halfway through a pass.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+DEFAULT_EXPO_API_URL = "https://exp.host/--/api/v2"
+DEFAULT_GOOGLE_API_URL = "https://www.googleapis.com/"
+DEFAULT_GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
+DEFAULT_OFFSETS = "24h,3h,30m"
+
+_OFFSET_RE = re.compile(r"^\s*(\d+)\s*([dhms])\s*$")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+class ConfigError(Exception):
+    """The environment is invalid: ``variable`` names what is wrong, ``reason`` says how."""
+
+    def __init__(self, variable: str, reason: str) -> None:
+        super().__init__(f"{variable}: {reason}")
+        self.variable = variable
+        self.reason = reason
+
+
+class Secret(str):
+    """A string that never shows itself in a repr, a log line or an f-string's ``!r``."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+def parse_offsets(text: str, variable: str = "REMINDER_OFFSETS") -> tuple[timedelta, ...]:
+    """Parse ``"24h,3h,30m"`` into lead times, longest first, without duplicates."""
+    offsets: set[timedelta] = set()
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        m = _OFFSET_RE.match(part)
+        if m is None:
+            raise ConfigError(variable, f"{part.strip()!r} is not a lead time like 24h, 3h, 30m or 90s")
+        seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        if seconds <= 0:
+            raise ConfigError(variable, f"{part.strip()!r} must be longer than zero")
+        if seconds > 28 * 86400:
+            raise ConfigError(variable, f"{part.strip()!r} is longer than 28 days")
+        offsets.add(timedelta(seconds=seconds))
+    if not offsets:
+        raise ConfigError(variable, "no lead time given (e.g. 24h,3h,30m)")
+    return tuple(sorted(offsets, reverse=True))
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(name, f"{raw!r} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(name, f"{value} is outside {low}..{high}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(name, f"{raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise ConfigError(name, f"{value} is outside {low}..{high}")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(name, "must be an http(s) URL")
+    return raw
+
+
+def _secret(env: Mapping[str, str], name: str) -> Secret | None:
+    raw = env.get(name, "").strip()
+    return Secret(raw) if raw else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a pass needs to know, validated. Build with :meth:`from_env`."""
+
+    database_url: Secret | None = None
+    supabase_url: str | None = None
+    supabase_key: Secret | None = None
+    google_client_id: str | None = None
+    google_client_secret: Secret | None = None
+    google_client_email: str | None = None
+    google_private_key: Secret | None = None
+    google_project_id: str | None = None
+    google_api_url: str = DEFAULT_GOOGLE_API_URL
+    google_token_uri: str = DEFAULT_GOOGLE_TOKEN_URI
+    expo_access_token: Secret | None = None
+    expo_api_url: str = DEFAULT_EXPO_API_URL
+    reminder_offsets: tuple[timedelta, ...] = field(default_factory=lambda: parse_offsets(DEFAULT_OFFSETS))
+    push_max_attempts: int = 5
+    push_concurrency: int = 6
+    push_rate_limit: float = 600.0  # notifications per second; 0 turns the limiter off
+    push_timeout: float = 15.0
+    push_request_attempts: int = 3
+    push_retry_wait: float = 0.5
+    batch_size: int = 1000
+    lease_seconds: int = 300
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 3600.0
+    calendar_concurrency: int = 8
+    trigger_token: Secret | None = None
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    @property
+    def database_configured(self) -> bool:
+        return self.database_url is not None or self.supabase_url is not None
+
+    @property
+    def google_oauth_configured(self) -> bool:
+        return bool(self.google_client_id and self.google_client_secret)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate the environment; raises :class:`ConfigError` on the first problem."""
+        env = os.environ if env is None else env
+        database_url = _secret(env, "DATABASE_URL")
+        if database_url is not None and urlsplit(database_url).scheme not in ("postgres", "postgresql"):
+            if "=" not in database_url:  # libpq key=value strings are fine too
+                raise ConfigError("DATABASE_URL", "must be a postgresql:// URL or a libpq connection string")
+        supabase_url = _url(env, "SUPABASE_URL", None) or _url(env, "EXPO_PUBLIC_SUPABASE_URL", None)
+        supabase_key = _secret(env, "SUPABASE_SERVICE_ROLE_KEY")
+        if database_url is None and supabase_url is not None and supabase_key is None:
+            raise ConfigError("SUPABASE_SERVICE_ROLE_KEY", "is required with SUPABASE_URL")
+
+        google_client_id = env.get("GOOGLE_CLIENT_ID", "").strip() or None
+        google_client_secret = _secret(env, "GOOGLE_CLIENT_SECRET")
+        if bool(google_client_id) != bool(google_client_secret):
+            missing = "GOOGLE_CLIENT_SECRET" if google_client_id else "GOOGLE_CLIENT_ID"
+            raise ConfigError(missing, "is required when the other OAuth client setting is set")
+        private_key = _secret(env, "GOOGLE_PRIVATE_KEY")
+        if private_key is not None:
+            # Secret stores and .env files often carry the PEM with literal backslash-n.
+            private_key = Secret(private_key.replace("\\n", "\n"))
+        client_email = env.get("GOOGLE_CLIENT_EMAIL", "").strip() or None
+        if bool(client_email) != bool(private_key):
+            missing = "GOOGLE_PRIVATE_KEY" if client_email else "GOOGLE_CLIENT_EMAIL"
+            raise ConfigError(missing, "is required when the other service-account setting is set")
+
+        google_api_url = _url(env, "GOOGLE_API_URL", DEFAULT_GOOGLE_API_URL) or DEFAULT_GOOGLE_API_URL
+        if not google_api_url.endswith("/"):
+            google_api_url += "/"
+
+        log_format = env.get("LOG_FORMAT", "json").strip().lower() or "json"
+        if log_format not in ("json", "text"):
+            raise ConfigError("LOG_FORMAT", f"{log_format!r} is not json or text")
+        log_level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError("LOG_LEVEL", f"{log_level!r} is not DEBUG, INFO, WARNING, ERROR or CRITICAL")
+
+        return cls(
+            database_url=database_url,
+            supabase_url=supabase_url,
+            supabase_key=supabase_key,
+            google_client_id=google_client_id,
+            google_client_secret=google_client_secret,
+            google_client_email=client_email,
+            google_private_key=private_key,
+            google_project_id=env.get("GOOGLE_PROJECT_ID", "").strip() or None,
+            google_api_url=google_api_url,
+            google_token_uri=_url(env, "GOOGLE_TOKEN_URI", DEFAULT_GOOGLE_TOKEN_URI) or DEFAULT_GOOGLE_TOKEN_URI,
+            expo_access_token=_secret(env, "EXPO_ACCESS_TOKEN"),
+            expo_api_url=(_url(env, "EXPO_API_URL", DEFAULT_EXPO_API_URL) or DEFAULT_EXPO_API_URL).rstrip("/"),
+            reminder_offsets=parse_offsets(env.get("REMINDER_OFFSETS", "").strip() or DEFAULT_OFFSETS),
+            push_max_attempts=_int(env, "PUSH_MAX_ATTEMPTS", 5, 1, 100),
+            push_concurrency=_int(env, "PUSH_CONCURRENCY", 6, 1, 32),
+            push_rate_limit=_float(env, "PUSH_RATE_LIMIT", 600.0, 0.0, 100_000.0),
+            push_timeout=_float(env, "PUSH_TIMEOUT", 15.0, 0.1, 300.0),
+            push_request_attempts=_int(env, "PUSH_REQUEST_ATTEMPTS", 3, 1, 10),
+            push_retry_wait=_float(env, "PUSH_RETRY_WAIT", 0.5, 0.0, 60.0),
+            batch_size=_int(env, "WORKER_BATCH_SIZE", 1000, 1, 1000),
+            lease_seconds=_int(env, "WORKER_LEASE_SECONDS", 300, 10, 86400),
+            retry_base_seconds=_float(env, "RETRY_BASE_SECONDS", 30.0, 0.0, 86400.0),
+            retry_max_seconds=_float(env, "RETRY_MAX_SECONDS", 3600.0, 0.0, 7 * 86400.0),
+            calendar_concurrency=_int(env, "CALENDAR_CONCURRENCY", 8, 1, 64),
+            trigger_token=_secret(env, "WORKER_TRIGGER_TOKEN"),
+            log_level=log_level,
+            log_format=log_format,
+        )
+
+    def require_database(self) -> None:
+        """A production pass never falls back to a local database."""
+        if not self.database_configured:
+            raise ConfigError(
+                "DATABASE_URL", "is not set (nor SUPABASE_URL with SUPABASE_SERVICE_ROLE_KEY); "
+                "`python worker/main.py demo` runs on an embedded database instead"
+            )
+
+    def redacted(self) -> dict[str, object]:
+        """The settings for display, secrets masked."""
+        out: dict[str, object] = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if isinstance(value, Secret):
+                value = "***"
+            elif isinstance(value, tuple):
+                value = ",".join(_format_offset(v) for v in value)
+            out[name] = value
+        return out
+
+
+def _format_offset(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit in ("d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

@@ -1,0 +1,76 @@
+"""Supabase Data API transport: supabase-py's ``rpc()`` on the same SQL functions.
+
+One long-lived client per pass with explicit timeouts over HTTP/1.1. postgrest-py's own retry is
+turned off: the gateway decides what to retry, and every worker function is safe to call again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from worker.db import DatabaseError, DatabaseUnavailable, Gateway, to_wire
+
+_ATTEMPTS = 3
+_TIMEOUT_SECONDS = 60.0
+
+
+class SupabaseGateway(Gateway):
+    def __init__(self, url: str, key: str, *, timeout: float = _TIMEOUT_SECONDS) -> None:
+        import httpx
+        from supabase import create_client
+        from supabase.lib.client_options import SyncClientOptions
+
+        self._http = httpx.Client(http1=True, http2=False, timeout=httpx.Timeout(timeout, connect=10.0))
+        options = SyncClientOptions(
+            httpx_client=self._http,
+            postgrest_client_timeout=timeout,
+            postgrest_client_retry=False,
+            auto_refresh_token=False,
+            persist_session=False,
+        )
+        self._client = create_client(url, key, options=options)
+
+    def _call(self, function: str, params: Mapping[str, Any]) -> Any:
+        import httpx
+        from postgrest.exceptions import APIError
+
+        body = {k: to_wire(v) for k, v in params.items()}
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return self._client.rpc(function, body).execute().data
+            except httpx.HTTPError as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            except APIError as exc:
+                if not _transient(exc):
+                    raise DatabaseError(f"{function}: {exc.code or 'error'} {exc.message}") from None
+                reason = f"{exc.code or 'gateway error'}: {exc.message}"
+            if attempt == _ATTEMPTS:
+                raise DatabaseUnavailable(f"{function}: {reason}")
+            time.sleep(0.2 * attempt)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._http.close()
+
+
+# SQLSTATE classes worth another try: connection (08), resources (53), operator intervention
+# (57: cancelled, shutting down), and serialization failures/deadlocks (40001, 40P01).
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57", "40001", "40P01")
+# PostgREST's own codes for "cannot reach the database".
+_TRANSIENT_PGRST = ("PGRST000", "PGRST001", "PGRST002", "PGRST003")
+
+
+def _transient(exc: Any) -> bool:
+    """Whether a Data API error may pass on another try.
+
+    postgrest-py's APIError carries no HTTP status; gateway faults (502/503/520) arrive with no
+    code at all, PostgREST's own with PGRST codes, database errors with their SQLSTATE.
+    """
+    code = getattr(exc, "code", None)
+    message = str(getattr(exc, "message", "") or "")
+    if not code:
+        return "API key" not in message  # a refused key is configuration, not weather
+    code = str(code)
+    return code.startswith(_TRANSIENT_SQLSTATE_PREFIXES) or code in _TRANSIENT_PGRST

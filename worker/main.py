@@ -1,0 +1,16 @@
+"""Entry point: ``python worker/main.py [run|migrate|demo|serve|check|status] ...``.
+
+Run as a script, Python puts ``worker/`` itself first on sys.path, where our modules would shadow
+the standard library's and ``import worker`` would fail; the repository root goes there instead.
+"""
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from worker.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,716 @@
+"""A local stand-in for Expo's push API (``/push/send`` and ``/push/getReceipts``).
+
+Why it exists: integration/acceptance tests, a benchmark and a demo must exercise the
+worker's real HTTP client against Expo's *real* wire format and error shapes, without
+internet access and without a fake that quietly agrees with whatever the client does.
+So this speaks exactly what https://docs.expo.dev/push-notifications/sending-notifications/
+documents (and what the official SDKs parse), and outcomes are scripted through the token
+text so a test needs no extra setup calls:
+
+* token contains ``unregistered``  -> error ticket ``DeviceNotRegistered``
+* token contains ``ratelimited``   -> error ticket ``MessageRateExceeded``
+* otherwise an ok ticket with a uuid4 id whose receipt is decided by ``receipt-unregistered``,
+  ``receipt-toobig``, ``receipt-ratelimited``, ``receipt-badcreds``, ``receipt-mismatch``,
+  ``receipt-missing`` (never gets a receipt), or ok.
+  (The ``receipt-*`` markers win over the bare ticket markers they contain.)
+
+Request-level failures are scripted with :meth:`ExpoStandIn.fail_next` /
+:meth:`ExpoStandIn.fail_next_receipts`. Everything binds to 127.0.0.1 only.
+
+Run standalone (the benchmark does, so the server has its own GIL)::
+
+    python -m worker.standins.expo --port 0 --latency-ms 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gzip
+import json
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType, TracebackType
+from typing import Any, Final
+
+__all__ = [
+    "API_PATH",
+    "MAX_MESSAGES_PER_REQUEST",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_RECEIPT_IDS_PER_REQUEST",
+    "ExpoStandIn",
+    "RequestRecord",
+    "is_expo_push_token",
+]
+
+#: Path prefix of Expo's v2 API; ``EXPO_API_URL`` is ``http://host:port`` + this.
+API_PATH: Final = "/--/api/v2"
+SEND_PATH: Final = API_PATH + "/push/send"
+RECEIPTS_PATH: Final = API_PATH + "/push/getReceipts"
+
+#: Expo refuses a request carrying more than 100 notifications (recipients, not objects).
+MAX_MESSAGES_PER_REQUEST: Final = 100
+#: Expo refuses a getReceipts request asking for more than 1000 ids.
+MAX_RECEIPT_IDS_PER_REQUEST: Final = 1000
+#: APNs/FCM payload limit Expo enforces ("MessageTooBig").
+MAX_PAYLOAD_BYTES: Final = 4096
+
+# Same rule as expo-server-sdk-node's Expo.isExpoPushToken: bracketed Exponent/Expo tokens,
+# or the bare UUID form the official SDK also accepts.
+_TOKEN_RE: Final = re.compile(
+    r"^(?:(?:ExponentPushToken|ExpoPushToken)\[.+\]"
+    r"|[a-z\d]{8}-[a-z\d]{4}-[a-z\d]{4}-[a-z\d]{4}-[a-z\d]{12})$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+# Default request-level error code and message per HTTP status, shaped like Expo's
+# {"errors":[{"code","message"}]}. TOO_MANY_REQUESTS and UNAUTHORIZED are the codes Expo documents.
+_DEFAULT_ERRORS: Final[dict[int, tuple[str, str]]] = {
+    400: ("VALIDATION_ERROR", "The request is invalid."),
+    401: ("UNAUTHORIZED", "The bearer token is invalid or missing; enhanced push security is enabled."),
+    403: ("FORBIDDEN", "You are not allowed to send notifications for this project."),
+    404: ("NOT_FOUND", "Not found."),
+    408: ("REQUEST_TIMEOUT", "The request timed out."),
+    413: ("PAYLOAD_TOO_LARGE", "The request body is too large."),
+    429: (
+        "TOO_MANY_REQUESTS",
+        "You are exceeding the request limit of 600 notifications per second per project.",
+    ),
+    500: ("INTERNAL_SERVER_ERROR", "An unknown error occurred."),
+    502: ("BAD_GATEWAY", "The push service received an invalid response from an upstream server."),
+    503: ("SERVICE_UNAVAILABLE", "The push service is temporarily unavailable. Try again later."),
+    504: ("GATEWAY_TIMEOUT", "The push service timed out."),
+}
+
+# Receipt outcomes keyed by token marker. Order matters only for readability; markers are distinct.
+_RECEIPT_OUTCOMES: Final[tuple[tuple[str, str, str], ...]] = (
+    ("receipt-unregistered", "DeviceNotRegistered", "The recipient device is not registered with FCM."),
+    (
+        "receipt-toobig",
+        "MessageTooBig",
+        "The notification payload was too large; the total payload must be at most 4096 bytes.",
+    ),
+    (
+        "receipt-ratelimited",
+        "MessageRateExceeded",
+        "Messages are being sent too frequently to the recipient device.",
+    ),
+    (
+        "receipt-badcreds",
+        "InvalidCredentials",
+        "The push notification credentials for this app are invalid or were revoked.",
+    ),
+    (
+        "receipt-mismatch",
+        "MismatchSenderId",
+        "The FCM server key is not associated with the sender ID of the recipient's google-services.json.",
+    ),
+)
+_RECEIPT_MISSING: Final = "receipt-missing"
+_RECEIPT_OK: Final[dict[str, Any]] = {"status": "ok"}
+
+
+def is_expo_push_token(token: object) -> bool:
+    """Whether ``token`` looks like an Expo push token (the official Node SDK's rule)."""
+    return isinstance(token, str) and _TOKEN_RE.match(token) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One ``/push/send`` request as the stand-in saw it, so tests can assert on the client's behaviour.
+
+    ``headers`` has lower-case keys. ``message_count`` counts recipients (what Expo's 100 limit
+    counts); it is 0 when the body could not be parsed. ``status`` is the HTTP status answered.
+    ``client_port`` identifies the client's TCP connection, so keep-alive reuse can be checked.
+    """
+
+    headers: dict[str, str]
+    message_count: int
+    status: int
+    received_at: float = field(default=0.0, compare=False)  # time.monotonic() at arrival
+    client_port: int = field(default=0, compare=False)
+
+
+@dataclass(slots=True)
+class _ScriptedFailure:
+    status: int
+    code: str
+    message: str
+    retry_after: int
+
+
+class _RequestError(Exception):
+    """A request-level Expo error: rendered as ``{"errors":[{"code","message"}]}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            error["details"] = self.details
+        return {"errors": [error]}
+
+
+def _payload_size(message: dict[str, Any]) -> int:
+    """Approximate the APNs/FCM payload size: the message minus its recipients, compact UTF-8 JSON.
+
+    Expo computes the size of the payload it builds for Apple/Google, which we cannot reproduce
+    byte for byte; this errs on the side of the fields the caller controls.
+    """
+    rest = {k: v for k, v in message.items() if k != "to"}
+    return len(json.dumps(rest, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def _receipt_for(token: str) -> dict[str, Any] | None:
+    """The receipt a ticket for ``token`` will have; ``None`` means it never gets one."""
+    if _RECEIPT_MISSING in token:
+        return None
+    for marker, error, message in _RECEIPT_OUTCOMES:
+        if marker in token:
+            details: dict[str, Any] = {"error": error}
+            if error == "DeviceNotRegistered":
+                details["expoPushToken"] = token
+            return {"status": "error", "message": message, "details": details}
+    return _RECEIPT_OK
+
+
+def _has_receipt_marker(token: str) -> bool:
+    return _RECEIPT_MISSING in token or any(marker in token for marker, _, _ in _RECEIPT_OUTCOMES)
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that knows its stand-in and its open keep-alive connections.
+
+    Tracking connections lets :meth:`ExpoStandIn.stop` shut idle keep-alive sockets down, so their
+    handler threads end and close them (no thread parked forever, no ResourceWarning).
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, standin: ExpoStandIn) -> None:
+        self.standin = standin
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__((standin.host, standin.requested_port), _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Stay quiet about clients that hang up; anything else is a bug worth a traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Parses one HTTP/1.1 request at a time on a keep-alive connection and delegates to the stand-in."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "ExpoStandIn/1.0"
+    disable_nagle_algorithm = True  # headers+body go in one write, but never wait on delayed ACKs
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """No per-request logging: it would dominate the benchmark and clutter test output."""
+
+    def do_POST(self) -> None:
+        path = self.path.split("?", 1)[0]
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            raw = self._read_body(headers)
+        except _RequestError as err:
+            self.close_connection = True  # the body framing is unknown; don't reuse the socket
+            self._respond(err.status, err.body())
+            return
+        standin = self.server.standin
+        if path == SEND_PATH:
+            status, body, extra = standin._handle_send(headers, raw, client_port=self.client_address[1])
+        elif path == RECEIPTS_PATH:
+            status, body, extra = standin._handle_receipts(headers, raw)
+        else:
+            status, body, extra = 404, _RequestError(404, *_DEFAULT_ERRORS[404]).body(), {}
+        self._respond(status, body, extra)
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path in (SEND_PATH, RECEIPTS_PATH):
+            err = _RequestError(405, "METHOD_NOT_ALLOWED", "Use POST.")
+            self._respond(405, err.body(), {"Allow": "POST"})
+        else:
+            self._respond(404, _RequestError(404, *_DEFAULT_ERRORS[404]).body())
+
+    def _read_body(self, headers: dict[str, str]) -> bytes | None:
+        """Read exactly the request body (Content-Length or chunked) and undo gzip/deflate.
+
+        Returns None when the body was read but cannot be decompressed: the connection is still in
+        sync, and the endpoint (not the transport) should answer, so the request is recorded.
+        """
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            parts: list[bytes] = []
+            while True:
+                size_line = self.rfile.readline(65537)
+                try:
+                    size = int(size_line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise _RequestError(400, "VALIDATION_ERROR", "Malformed chunked body.") from None
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    break
+                parts.append(self.rfile.read(size))
+                self.rfile.readline(65537)
+            raw = b"".join(parts)
+        else:
+            try:
+                length = int(headers.get("content-length", "0"))
+            except ValueError:
+                raise _RequestError(400, "VALIDATION_ERROR", "Invalid Content-Length.") from None
+            raw = self.rfile.read(length) if length > 0 else b""
+        encoding = headers.get("content-encoding", "").strip().lower()
+        try:
+            if encoding == "gzip":
+                raw = gzip.decompress(raw)
+            elif encoding == "deflate":
+                raw = zlib.decompress(raw)
+        except (OSError, EOFError, zlib.error):
+            return None
+        return raw
+
+    def _respond(self, status: int, body: Any, extra: dict[str, str] | None = None) -> None:
+        """Write status line, headers and JSON body in a single send (always with Content-Length)."""
+        payload = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = "Unknown"
+        lines = [
+            f"HTTP/1.1 {status} {reason}",
+            "Content-Type: application/json; charset=utf-8",
+            f"Content-Length: {len(payload)}",
+        ]
+        if extra:
+            lines.extend(f"{k}: {v}" for k, v in extra.items())
+        if self.close_connection:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.wfile.write(head + payload)
+
+
+class ExpoStandIn:
+    """Expo push API stand-in on 127.0.0.1, served from daemon threads.
+
+    State (``messages``, ``requests``, ``receipt_requests``) is appended under a short lock and may be
+    read by tests at any time; take a ``list(...)`` copy if you iterate while requests are in flight.
+    """
+
+    host: Final = "127.0.0.1"
+
+    def __init__(self, *, latency: float = 0.0, access_token: str | None = None, port: int = 0) -> None:
+        self.latency = latency
+        self.access_token = access_token
+        self.requested_port = port
+        self.messages: list[dict[str, Any]] = []
+        self.requests: list[RequestRecord] = []
+        self.receipt_requests: list[list[str]] = []
+        self._lock = threading.Lock()
+        self._receipts: dict[str, dict[str, Any] | None] = {}
+        self._send_failures: list[_ScriptedFailure] = []
+        self._receipt_failures: list[_ScriptedFailure] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> ExpoStandIn:
+        """Bind 127.0.0.1 (a free port unless one was given) and serve in a daemon thread."""
+        if self._server is not None:
+            raise RuntimeError("ExpoStandIn is already running")
+        server = _Server(self)
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="expo-standin", daemon=True
+        )
+        self._server, self._thread = server, thread
+        thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop accepting, hang up keep-alive connections, and release the listening socket."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._server = self._thread = None
+        server.shutdown()
+        if thread is not None:
+            thread.join(timeout=5)
+        with server.connections_lock:
+            conns = list(server.connections)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        # Give handler threads a moment to notice EOF and close their sockets themselves.
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            with server.connections_lock:
+                if not server.connections:
+                    break
+            time.sleep(0.005)
+        server.server_close()
+
+    def __enter__(self) -> ExpoStandIn:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("ExpoStandIn is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT`` - what exponent-server-sdk's ``PushClient(host=...)`` wants."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The ``EXPO_API_URL`` value; POST ``{url}/push/send`` and ``{url}/push/getReceipts``."""
+        return self.base_url + API_PATH
+
+    # ------------------------------------------------------------------ scripting & inspection
+
+    def fail_next(
+        self,
+        n: int,
+        status: int = 500,
+        code: str | None = None,
+        message: str | None = None,
+        *,
+        retry_after: int = 1,
+    ) -> None:
+        """Make the next ``n`` ``/push/send`` requests answer ``status`` with Expo's error body.
+
+        429 answers also carry ``Retry-After: <retry_after>`` seconds.
+        """
+        self._script(
+            self._send_failures, n, status=status, code=code, message=message, retry_after=retry_after
+        )
+
+    def fail_next_receipts(
+        self,
+        n: int,
+        status: int = 500,
+        code: str | None = None,
+        message: str | None = None,
+        *,
+        retry_after: int = 1,
+    ) -> None:
+        """Same as :meth:`fail_next`, for ``/push/getReceipts``."""
+        self._script(
+            self._receipt_failures, n, status=status, code=code, message=message, retry_after=retry_after
+        )
+
+    def sent_to(self, token: str) -> list[dict[str, Any]]:
+        """Messages accepted (ok ticket) for one recipient token, in order."""
+        with self._lock:
+            return [m for m in self.messages if m.get("to") == token]
+
+    def receipt_for(self, ticket_id: str) -> dict[str, Any] | None:
+        """The receipt getReceipts would return for ``ticket_id`` (None: absent)."""
+        with self._lock:
+            return self._receipts.get(ticket_id)
+
+    def reset(self) -> None:
+        """Forget everything seen and every scripted failure (the server keeps running)."""
+        with self._lock:
+            self.messages.clear()
+            self.requests.clear()
+            self.receipt_requests.clear()
+            self._receipts.clear()
+            self._send_failures.clear()
+            self._receipt_failures.clear()
+
+    def _script(
+        self,
+        queue: list[_ScriptedFailure],
+        n: int,
+        *,
+        status: int,
+        code: str | None,
+        message: str | None,
+        retry_after: int,
+    ) -> None:
+        if n < 0 or not 400 <= status <= 599:
+            raise ValueError("n must be >= 0 and status a 4xx/5xx code")
+        default_code, default_message = _DEFAULT_ERRORS.get(
+            status, ("INTERNAL_SERVER_ERROR" if status >= 500 else "API_ERROR", HTTPStatus(status).phrase)
+        )
+        failure = _ScriptedFailure(status, code or default_code, message or default_message, retry_after)
+        with self._lock:
+            queue.extend([failure] * n)
+
+    # ------------------------------------------------------------------ request handling (handler threads)
+
+    def _take_failure(self, queue: list[_ScriptedFailure]) -> _ScriptedFailure | None:
+        with self._lock:
+            return queue.pop(0) if queue else None
+
+    def _check_auth(self, headers: dict[str, str]) -> None:
+        if self.access_token is None:
+            return
+        if headers.get("authorization", "") != f"Bearer {self.access_token}":
+            raise _RequestError(401, *_DEFAULT_ERRORS[401])
+
+    @staticmethod
+    def _parse_json(raw: bytes | None) -> Any:
+        if raw is None:
+            raise _RequestError(400, "VALIDATION_ERROR", "The request body could not be decompressed.")
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise _RequestError(400, "VALIDATION_ERROR", "The request body must be valid JSON.") from None
+
+    def _handle_send(
+        self, headers: dict[str, str], raw: bytes | None, *, client_port: int = 0
+    ) -> tuple[int, Any, dict[str, str]]:
+        """Answer one /push/send request and record it, whatever the outcome."""
+        received_at = time.monotonic()
+        if self.latency > 0:
+            time.sleep(self.latency)
+        extra: dict[str, str] = {}
+        counted = [0]
+        try:
+            status, response = 200, self._send(headers, raw, extra, counted)
+        except _RequestError as err:
+            status, response = err.status, err.body()
+        record = RequestRecord(
+            headers=headers,
+            message_count=counted[0],
+            status=status,
+            received_at=received_at,
+            client_port=client_port,
+        )
+        with self._lock:
+            self.requests.append(record)
+        return status, response, extra
+
+    def _send(
+        self, headers: dict[str, str], raw: bytes | None, extra: dict[str, str], counted: list[int]
+    ) -> dict[str, Any]:
+        """Validate like Expo does, in Expo's order; raise _RequestError for request-level errors."""
+        failure = self._take_failure(self._send_failures)
+        if failure is not None:
+            with contextlib.suppress(_RequestError):
+                counted[0] = _count_recipients(self._parse_json(raw))
+            _raise_scripted(failure, extra)
+        self._check_auth(headers)
+        messages, single = _validate_messages(self._parse_json(raw))
+        counted[0] = count = sum(len(to) for _, to in messages)
+        if count > MAX_MESSAGES_PER_REQUEST:
+            raise _RequestError(
+                400,
+                "PUSH_TOO_MANY_NOTIFICATIONS",
+                f"You can send a maximum of {MAX_MESSAGES_PER_REQUEST} notifications per request "
+                f"(received {count}); divide your requests.",
+            )
+        return self._tickets(messages, single)
+
+    def _tickets(self, messages: list[tuple[dict[str, Any], list[str]]], single: bool) -> dict[str, Any]:
+        """Build one ticket per recipient, in request order; remember receipts for ok tickets."""
+        tickets: list[dict[str, Any]] = []
+        accepted: list[dict[str, Any]] = []
+        receipts: dict[str, dict[str, Any] | None] = {}
+        for message, recipients in messages:
+            size = _payload_size(message) if len(message) > 1 else 0
+            for token in recipients:
+                ticket = _ticket_error(token, size)
+                if ticket is None:
+                    ticket_id = str(uuid.uuid4())
+                    ticket = {"status": "ok", "id": ticket_id}
+                    receipts[ticket_id] = _receipt_for(token)
+                    accepted.append(message if message.get("to") == token else {**message, "to": token})
+                tickets.append(ticket)
+        with self._lock:
+            self.messages.extend(accepted)
+            self._receipts.update(receipts)
+        # Expo: "data" is an array of tickets, or one ticket object for one message to one recipient.
+        return {"data": tickets[0] if single and len(tickets) == 1 else tickets}
+
+    def _handle_receipts(self, headers: dict[str, str], raw: bytes | None) -> tuple[int, Any, dict[str, str]]:
+        """Answer one /push/getReceipts request: known ids map to receipts, unknown ids are absent."""
+        if self.latency > 0:
+            time.sleep(self.latency)
+        extra: dict[str, str] = {}
+        try:
+            return 200, self._receipts_for(headers, raw, extra), extra
+        except _RequestError as err:
+            return err.status, err.body(), extra
+
+    def _receipts_for(
+        self, headers: dict[str, str], raw: bytes | None, extra: dict[str, str]
+    ) -> dict[str, Any]:
+        failure = self._take_failure(self._receipt_failures)
+        if failure is not None:
+            with contextlib.suppress(_RequestError):
+                self._record_receipt_request(_validate_ids(self._parse_json(raw)))
+            _raise_scripted(failure, extra)
+        self._check_auth(headers)
+        ids = _validate_ids(self._parse_json(raw))
+        self._record_receipt_request(ids)
+        if len(ids) > MAX_RECEIPT_IDS_PER_REQUEST:
+            raise _RequestError(
+                400,
+                "PUSH_TOO_MANY_RECEIPTS",
+                f"You can request a maximum of {MAX_RECEIPT_IDS_PER_REQUEST} receipts per request "
+                f"(received {len(ids)}); divide your requests.",
+            )
+        data: dict[str, Any] = {}
+        with self._lock:
+            for ticket_id in ids:
+                receipt = self._receipts.get(ticket_id)
+                if receipt is not None:
+                    data[ticket_id] = receipt
+        return {"data": data}
+
+    def _record_receipt_request(self, ids: list[str]) -> None:
+        with self._lock:
+            self.receipt_requests.append(ids)
+
+
+def _raise_scripted(failure: _ScriptedFailure, extra: dict[str, str]) -> None:
+    """Raise a scripted request-level failure; a 429 also tells the client when to come back."""
+    if failure.status == 429:
+        extra["Retry-After"] = str(failure.retry_after)
+    raise _RequestError(failure.status, failure.code, failure.message)
+
+
+def _ticket_error(token: str, payload_size: int) -> dict[str, Any] | None:
+    """The error ticket Expo would give this recipient, or None for an ok ticket."""
+    if not is_expo_push_token(token) or ("unregistered" in token and not _has_receipt_marker(token)):
+        return {
+            "status": "error",
+            "message": f'"{token}" is not a registered push notification recipient',
+            "details": {"error": "DeviceNotRegistered", "expoPushToken": token},
+        }
+    if "ratelimited" in token and not _has_receipt_marker(token):
+        return {
+            "status": "error",
+            "message": f'"{token}" is receiving messages too frequently; retry with exponential backoff.',
+            "details": {"error": "MessageRateExceeded", "expoPushToken": token},
+        }
+    if payload_size > MAX_PAYLOAD_BYTES:
+        return {
+            "status": "error",
+            "message": (
+                f"Message too big: the notification payload is {payload_size} bytes; "
+                f"the total payload must be at most {MAX_PAYLOAD_BYTES} bytes."
+            ),
+            "details": {"error": "MessageTooBig"},
+        }
+    return None
+
+
+def _validate_messages(body: Any) -> tuple[list[tuple[dict[str, Any], list[str]]], bool]:
+    """Check the /push/send body; return (message, recipients) pairs and whether it was one object."""
+    single = isinstance(body, dict)
+    items = [body] if single else body
+    if not isinstance(items, list):
+        raise _RequestError(400, "VALIDATION_ERROR", '"value" must be an object or an array of objects.')
+    if not items:
+        raise _RequestError(400, "VALIDATION_ERROR", '"value" must contain at least 1 message.')
+    out: list[tuple[dict[str, Any], list[str]]] = []
+    for index, message in enumerate(items):
+        where = "value" if single else f"[{index}]"
+        if not isinstance(message, dict):
+            raise _RequestError(400, "VALIDATION_ERROR", f'"{where}" must be of type object.')
+        to = message.get("to")
+        if isinstance(to, str):
+            recipients = [to]
+        elif isinstance(to, list) and to and all(isinstance(t, str) for t in to):
+            recipients = to
+        else:
+            problem = "is required" if to is None else "must be a string or a non-empty array of strings"
+            raise _RequestError(400, "VALIDATION_ERROR", f'"{where}.to" {problem}.')
+        if "data" in message and message["data"] is not None and not isinstance(message["data"], dict):
+            raise _RequestError(400, "VALIDATION_ERROR", f'"{where}.data" must be of type object.')
+        out.append((message, recipients))
+    return out, single and not isinstance(items[0].get("to"), list)
+
+
+def _count_recipients(body: Any) -> int:
+    """Best-effort recipient count for the request record, never raising on odd shapes."""
+    items = [body] if isinstance(body, dict) else body if isinstance(body, list) else []
+    count = 0
+    for message in items:
+        to = message.get("to") if isinstance(message, dict) else None
+        count += len(to) if isinstance(to, list) else 1
+    return count
+
+
+def _validate_ids(body: Any) -> list[str]:
+    if not isinstance(body, dict) or not isinstance(body.get("ids"), list):
+        raise _RequestError(400, "VALIDATION_ERROR", '"ids" is required and must be an array of strings.')
+    ids: list[Any] = body["ids"]
+    if not all(isinstance(i, str) for i in ids):
+        raise _RequestError(400, "VALIDATION_ERROR", '"ids" must be an array of strings.')
+    return ids
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: print the URL on one line, then serve until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.standins.expo", description="Local stand-in of Expo's push API."
+    )
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="sleep per request, milliseconds")
+    parser.add_argument("--access-token", default=None, help="require 'Authorization: Bearer <token>'")
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    standin = ExpoStandIn(latency=args.latency_ms / 1000.0, access_token=args.access_token, port=args.port)
+    with standin:
+        print(standin.url, flush=True)
+        while not stop.wait(0.5):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
