@@ -96,6 +96,16 @@ def _url(env: Mapping[str, str], name: str, default: str | None) -> str | None:
     return raw
 
 
+TRIGGERS = ("cron", "http", "manual", "loop")
+
+
+def _trigger(env: Mapping[str, str]) -> str | None:
+    raw = env.get("WORKER_TRIGGER", "").strip().lower()
+    if raw and raw not in TRIGGERS:
+        raise ConfigError("WORKER_TRIGGER", f"{raw!r} is not one of {', '.join(TRIGGERS)}")
+    return raw or None
+
+
 def _secret(env: Mapping[str, str], name: str) -> Secret | None:
     raw = env.get(name, "").strip()
     return Secret(raw) if raw else None
@@ -132,6 +142,14 @@ class Settings:
     trigger_token: Secret | None = None
     log_level: str = "INFO"
     log_format: str = "json"
+    # Receipts, run history, retention, metrics (issue 4).
+    receipt_delay_seconds: int = 900  # Expo: receipts are ready about 15 minutes after sending
+    receipt_max_per_pass: int = 10_000  # 0 turns receipt checks off
+    receipt_time_budget_seconds: float = 20.0  # the receipts step stops claiming after this
+    worker_runs_retention_days: int = 30
+    reminder_retention_days: int = 90  # settled reminders, counted from notify_at_ts
+    prometheus_pushgateway_url: str | None = None
+    worker_trigger: str | None = None  # cron|http|manual|loop: what started `run` (WORKER_TRIGGER)
 
     @property
     def database_configured(self) -> bool:
@@ -207,6 +225,13 @@ class Settings:
             trigger_token=_secret(env, "WORKER_TRIGGER_TOKEN"),
             log_level=log_level,
             log_format=log_format,
+            receipt_delay_seconds=_int(env, "RECEIPT_DELAY_SECONDS", 900, 0, 86400),
+            receipt_max_per_pass=_int(env, "RECEIPT_MAX_PER_PASS", 10_000, 0, 1_000_000),
+            receipt_time_budget_seconds=_float(env, "RECEIPT_TIME_BUDGET_SECONDS", 20.0, 0.0, 3600.0),
+            worker_runs_retention_days=_int(env, "WORKER_RUNS_RETENTION_DAYS", 30, 1, 3650),
+            reminder_retention_days=_int(env, "REMINDER_RETENTION_DAYS", 90, 1, 3650),
+            prometheus_pushgateway_url=_url(env, "PROMETHEUS_PUSHGATEWAY_URL", None),
+            worker_trigger=_trigger(env),
         )
 
     def require_database(self) -> None:
@@ -232,7 +257,7 @@ class Settings:
 
 def _format_offset(delta: timedelta) -> str:
     seconds = int(delta.total_seconds())
-    for unit in ("d", "h", "m"):
+    for unit in ("h", "m"):
         size = _UNIT_SECONDS[unit]
         if seconds % size == 0:
             return f"{seconds // size}{unit}"

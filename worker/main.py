@@ -10,7 +10,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from worker.cli import main  # noqa: E402
+from worker.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,6 +8,7 @@ once their lease runs out.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from worker import logs, planner
 from worker.db import DatabaseError, DatabaseUnavailable, EventRow, Gateway, ReminderRow
-from worker.push import Delivery, ExpoPusher, Outbound
+from worker.push import Delivery, ExpoPusher, Outbound, PendingSend
 
 if TYPE_CHECKING:
     from worker.config import Settings
@@ -184,47 +185,88 @@ def delivery_outcome(d: Delivery, out: Outbound, row: ReminderRow, settings: Set
     return outcome
 
 
+@dataclass
+class _Batch:
+    """A claimed batch on its way: messages in flight, outcomes known without sending."""
+
+    rows: dict[str, ReminderRow]
+    outbound: dict[str, Outbound]
+    outcomes: list[dict[str, Any]]
+    pending: PendingSend
+    expired: int
+    cancelled: int
+
+
+def _prepare(gateway: Gateway, pusher: ExpoPusher, settings: Settings, now: datetime, claim: uuid.UUID,
+             counts: PassCounts) -> tuple[_Batch, int]:
+    """Claim one batch and put its messages on the wire; returns it and how many rows it settled."""
+    claimed = gateway.claim_reminders(now, claim, settings.batch_size, settings.lease_seconds)
+    counts.expired += claimed.expired
+    counts.cancelled += claimed.cancelled
+    rows: dict[str, ReminderRow] = {}
+    outbound: dict[str, Outbound] = {}
+    outcomes: list[dict[str, Any]] = []
+    for row in claimed.rows:
+        rows[row.id] = row
+        built = build_message(row, now)
+        if isinstance(built, Outbound):
+            outbound[row.id] = built
+        else:
+            outcomes.append(built)
+            logs.event("reminder.failed", 30, reminder_id=row.id, reason=built["error"])
+    batch = _Batch(rows, outbound, outcomes, pusher.start(list(outbound.values())), claimed.expired,
+                   claimed.cancelled)
+    return batch, len(claimed.rows) + claimed.expired + claimed.cancelled
+
+
+def _finish(gateway: Gateway, batch: _Batch, settings: Settings, now: datetime, claim: uuid.UUID,
+            counts: PassCounts) -> bool:
+    """Wait for a batch's sends, record every outcome in one call; False when Expo never answered."""
+    deliveries, answered = batch.pending.result()
+    outcomes = batch.outcomes + [
+        delivery_outcome(d, batch.outbound[d.reminder_id], batch.rows[d.reminder_id], settings, now)
+        for d in deliveries]
+    if not outcomes:
+        return True
+    written = gateway.record_push_outcomes(now, claim, settings.push_max_attempts, outcomes)
+    deferred = sum(1 for d in deliveries if d.outcome == "deferred")
+    counts.sent += written.get("sent", 0)
+    counts.failed += written.get("failed", 0)
+    counts.tokens_cleared += written.get("tokens_cleared", 0)
+    counts.deferred += deferred
+    counts.retried += written.get("retried", 0) - deferred
+    logs.event("push.batch", claimed=len(batch.rows), sent=written.get("sent", 0),
+               retried=written.get("retried", 0) - deferred, failed=written.get("failed", 0),
+               expired=batch.expired, cancelled=batch.cancelled, requests=-(-len(batch.outbound) // 100))
+    if batch.outbound and not answered:
+        first_error = next((d.error for d in deliveries if d.error), "no answer")
+        raise PassAborted(f"Expo is unavailable: {first_error}")
+    return True
+
+
 def push_step(gateway: Gateway, pusher: ExpoPusher, settings: Settings, now: datetime, claim: uuid.UUID,
               counts: PassCounts) -> None:
-    while True:
-        batch = gateway.claim_reminders(now, claim, settings.batch_size, settings.lease_seconds)
-        counts.expired += batch.expired
-        counts.cancelled += batch.cancelled
-        handled = len(batch.rows) + batch.expired + batch.cancelled
-        if not batch.rows:
-            if handled < settings.batch_size:
-                return
-            continue
-        outcomes: list[dict[str, Any]] = []
-        outbound: list[Outbound] = []
-        rows: dict[str, ReminderRow] = {}
-        for row in batch.rows:
-            rows[row.id] = row
-            built = build_message(row, now)
-            if isinstance(built, Outbound):
-                outbound.append(built)
-            else:
-                outcomes.append(built)
-                logs.event("reminder.failed", 30, reminder_id=row.id, reason=built["error"])
-        deliveries, answered = pusher.send(outbound)
-        by_id = {o.reminder_id: o for o in outbound}
-        outcomes.extend(delivery_outcome(d, by_id[d.reminder_id], rows[d.reminder_id], settings, now)
-                        for d in deliveries)
-        written = gateway.record_push_outcomes(now, claim, settings.push_max_attempts, outcomes)
-        counts.sent += written.get("sent", 0)
-        counts.failed += written.get("failed", 0)
-        counts.tokens_cleared += written.get("tokens_cleared", 0)
-        deferred = sum(1 for d in deliveries if d.outcome == "deferred")
-        counts.deferred += deferred
-        counts.retried += written.get("retried", 0) - deferred
-        logs.event("push.batch", claimed=len(batch.rows), sent=written.get("sent", 0),
-                   retried=written.get("retried", 0) - deferred, failed=written.get("failed", 0),
-                   expired=batch.expired, cancelled=batch.cancelled, requests=-(-len(outbound) // 100))
-        if outbound and not answered:
-            first_error = next((d.error for d in deliveries if d.error), "no answer")
-            raise PassAborted(f"Expo is unavailable: {first_error}")
-        if handled < settings.batch_size:
-            return
+    """Claim, send and record due reminders, batch after batch, until none are due.
+
+    Two batches overlap: while one batch's requests are in flight, the next is claimed and put on
+    the wire, and the first one's outcomes are recorded when its answers are in. A batch smaller
+    than the batch size means nothing more was due.
+    """
+    in_flight: _Batch | None = None
+    more = True
+    try:
+        while more or in_flight is not None:
+            done, in_flight = in_flight, None
+            if more:
+                in_flight, handled = _prepare(gateway, pusher, settings, now, claim, counts)
+                more = handled >= settings.batch_size
+            if done is not None:
+                _finish(gateway, done, settings, now, claim, counts)
+    except PassAborted:
+        if in_flight is not None:  # record what the last claimed batch met before giving up
+            with contextlib.suppress(PassAborted):
+                _finish(gateway, in_flight, settings, now, claim, counts)
+        raise
 
 
 # --- the pass -----------------------------------------------------------------------------------

@@ -17,11 +17,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from worker.logs import scrub
 from worker.planner import is_expo_push_token
 
 if TYPE_CHECKING:
@@ -63,6 +64,45 @@ class Delivery:
 
 class PushUnavailable(Exception):
     """Expo could not be used at all in this pass (unreachable, failing, or refusing our token)."""
+
+
+#: Receipt ids per getReceipts request: Expo's Node SDK uses 300 (Expo accepts up to 1000).
+RECEIPT_IDS_PER_REQUEST = 300
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Expo's receipt for one ticket: ``ok``, or ``error`` with Expo's code (``details.error``)."""
+
+    status: str
+    error: str | None = None
+    message: str | None = None
+
+
+class ReceiptsUnavailable(PushUnavailable):
+    """Some getReceipts requests failed for good: ``receipts`` holds what the others answered,
+    ``unanswered`` the ids nobody was asked successfully (they are not "missing": ask again)."""
+
+    def __init__(self, reason: str, receipts: dict[str, Receipt], unanswered: list[str]) -> None:
+        super().__init__(reason)
+        self.receipts = receipts
+        self.unanswered = unanswered
+
+
+class PendingSend:
+    """Requests of one batch in flight; :meth:`result` waits for all of them."""
+
+    def __init__(self, futures: list[Future[tuple[list[Delivery], bool]]]) -> None:
+        self._futures = futures
+
+    def result(self) -> tuple[list[Delivery], bool]:
+        deliveries: list[Delivery] = []
+        answered = not self._futures
+        for f in self._futures:
+            chunk_deliveries, chunk_answered = f.result()
+            deliveries.extend(chunk_deliveries)
+            answered = answered or chunk_answered
+        return deliveries, answered
 
 
 class _RateLimiter:
@@ -143,28 +183,28 @@ class ExpoPusher:
             session=self._session, timeout=timeout,
         )
         self._message_cls = _sdk_message_class()
-        self._concurrency = concurrency
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="expo")
         self._limiter = _RateLimiter(rate_limit)
         self._attempts = max(request_attempts, 1)
         self._retry_wait = retry_wait
         self.requests_made = 0
 
     def close(self) -> None:
+        self._pool.shutdown(wait=True)
         self._session.close()
 
     def send(self, messages: Sequence[Outbound]) -> tuple[list[Delivery], bool]:
         """Send all messages; returns every delivery and whether Expo answered at least once."""
+        return self.start(messages).result()
+
+    def start(self, messages: Sequence[Outbound]) -> PendingSend:
+        """Put all messages on the wire (in the background) and return at once.
+
+        The pass claims and prepares its next batch while this one is in flight, so Expo's
+        latency and the database's never add up.
+        """
         chunks = [messages[i:i + MAX_MESSAGES_PER_REQUEST] for i in range(0, len(messages), MAX_MESSAGES_PER_REQUEST)]
-        if not chunks:
-            return [], True
-        deliveries: list[Delivery] = []
-        answered = False
-        with ThreadPoolExecutor(max_workers=min(self._concurrency, len(chunks)),
-                                thread_name_prefix="expo") as pool:
-            for chunk_deliveries, chunk_answered in pool.map(self._send_chunk, chunks):
-                deliveries.extend(chunk_deliveries)
-                answered = answered or chunk_answered
-        return deliveries, answered
+        return PendingSend([self._pool.submit(self._send_chunk, c) for c in chunks])
 
     def _send_chunk(self, chunk: Sequence[Outbound]) -> tuple[list[Delivery], bool]:
         from exponent_server_sdk import PushServerError
@@ -232,13 +272,96 @@ class ExpoPusher:
         msg._payload = m.payload()  # the SDK's namedtuple has no field for expiration/priority/sound
         return msg
 
+    # --- receipts -------------------------------------------------------------------------------
+
+    def check_receipts(self, ids: Sequence[str]) -> dict[str, Receipt]:
+        """Receipts for ticket ids, by id; an id absent from the answer has no receipt (yet).
+
+        Requests of :data:`RECEIPT_IDS_PER_REQUEST` ids go out in parallel through the SDK's
+        ``check_receipts_multiple`` on our session (its ``check_receipts`` would drop the session's
+        headers, Authorization included). Network errors, 429 and 5xx are retried within the pass
+        as for sends; when a request still fails, :class:`ReceiptsUnavailable` carries the rest.
+        """
+        chunks = [list(ids[i:i + RECEIPT_IDS_PER_REQUEST]) for i in range(0, len(ids), RECEIPT_IDS_PER_REQUEST)]
+        futures = [self._pool.submit(self._receipts_chunk, c) for c in chunks]
+        receipts: dict[str, Receipt] = {}
+        unanswered: list[str] = []
+        first_error: str | None = None
+        for chunk, future in zip(chunks, futures, strict=True):
+            answer, error = future.result()
+            if error is not None:
+                unanswered.extend(chunk)
+                first_error = first_error or error
+            else:
+                receipts.update(answer)
+        if first_error is not None:
+            raise ReceiptsUnavailable(first_error, receipts, unanswered)
+        return receipts
+
+    def _receipts_chunk(self, ids: list[str]) -> tuple[dict[str, Receipt], str | None]:
+        from exponent_server_sdk import PushServerError
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=wait_exponential_jitter(multiplier=self._retry_wait, max=5.0, jitter=self._retry_wait),
+            retry=retry_if_exception_type(_Transient),
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    return self._receipts_once(ids), None
+        except (_Refused, _Transient) as exc:
+            return {}, str(exc)
+        except PushServerError as exc:  # a 400: our request is wrong; asking again cannot help
+            return {}, f"Expo refused the receipts request: {_server_error_text(exc)}"
+        raise AssertionError("unreachable")
+
+    def _receipts_once(self, ids: list[str]) -> dict[str, Receipt]:
+        import requests
+        from exponent_server_sdk import PushServerError, PushTicket
+
+        tickets = [PushTicket(push_message=None, status="ok", message="", details=None, id=i) for i in ids]
+        self.requests_made += 1
+        try:
+            answer = self._client.check_receipts_multiple(tickets)
+        except PushServerError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status in (401, 403):
+                raise _Refused(f"Expo refused the access token (HTTP {status}): {_server_error_text(exc)}") from None
+            if status is None or status == 429 or status >= 500 or status < 400:
+                raise _Transient(f"Expo answered HTTP {status}: {_server_error_text(exc)}") from None
+            raise
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status in (401, 403):
+                raise _Refused(f"Expo refused the access token (HTTP {status})") from None
+            if status is not None and 400 <= status < 500 and status != 429:
+                raise PushServerError(f"HTTP {status}", exc.response) from None
+            raise _Transient(f"Expo answered HTTP {status}") from None
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise _Transient(f"cannot reach Expo: {type(exc).__name__}") from None
+        except requests.RequestException as exc:
+            raise _Transient(f"Expo request failed: {type(exc).__name__}") from None
+        except (AttributeError, TypeError, ValueError) as exc:  # an answer not shaped like Expo's
+            raise _Transient(f"Expo answered malformed receipts: {type(exc).__name__}") from None
+        out: dict[str, Receipt] = {}
+        for r in answer:
+            details = r.details if isinstance(r.details, dict) else {}
+            error = details.get("error")
+            out[str(r.id)] = Receipt(
+                status=str(r.status), error=str(error) if error else None,
+                message=scrub(str(r.message)) if r.message else None)
+        return out
+
 
 def _server_error_text(exc: Any) -> str:
     errors = getattr(exc, "errors", None) or []
     if errors and isinstance(errors[0], dict):
         first = errors[0]
-        return f"{first.get('code', 'ERROR')}: {first.get('message', '')}".strip()
-    return str(getattr(exc, "message", None) or exc)
+        return scrub(f"{first.get('code', 'ERROR')}: {first.get('message', '')}".strip())
+    return scrub(str(getattr(exc, "message", None) or exc))
 
 
 def _classify(message: Outbound, ticket: Any) -> Delivery:
@@ -246,7 +369,8 @@ def _classify(message: Outbound, ticket: Any) -> Delivery:
         return Delivery(message.reminder_id, "sent", ticket_id=ticket.id or None)
     details = ticket.details or {}
     error = details.get("error") if isinstance(details, dict) else None
-    text = f"{error or 'error'}: {ticket.message}".strip() if ticket.message else (error or "error")
+    # Expo's texts quote the token; error_message must not carry it.
+    text = scrub(f"{error or 'error'}: {ticket.message}".strip() if ticket.message else (error or "error"))
     if error == "DeviceNotRegistered":
         return Delivery(message.reminder_id, "failed", text, clear_token=True)
     if error in ("MessageTooBig", "InvalidCredentials", "MismatchSenderId"):

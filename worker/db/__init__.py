@@ -61,6 +61,7 @@ class EventRow:
     has_profile: bool
     timezone: str | None
     google_refresh_token: str | None
+    owner_calendar_id: str | None = None  # profiles.google_calendar_id (service-account calendars)
 
     def __repr__(self) -> str:  # the refresh token stays out of reprs and tracebacks
         return f"EventRow(id={self.id!r}, version={self.version}, status={self.status!r})"
@@ -75,6 +76,7 @@ class EventRow:
             google_calendar_id=d.get("google_calendar_id"), attempts=int(d.get("attempts") or 0),
             child_name=d.get("child_name"), has_profile=bool(d.get("has_profile")),
             timezone=d.get("timezone"), google_refresh_token=d.get("google_refresh_token"),
+            owner_calendar_id=d.get("owner_calendar_id"),
         )
 
 
@@ -109,6 +111,22 @@ class ReminderRow:
             child_name=d.get("child_name"), has_profile=bool(d.get("has_profile")),
             push_token=d.get("push_token"), timezone=d.get("timezone"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptRow:
+    """A sent reminder whose Expo receipt is due, claimed for checking."""
+
+    id: str
+    ticket_id: str
+    sent_at_ts: datetime
+    receipt_checks: int
+    retry_count: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ReceiptRow:
+        return cls(id=str(d["id"]), ticket_id=str(d["ticket_id"]), sent_at_ts=_req_ts(d["sent_at_ts"]),
+                   receipt_checks=int(d.get("receipt_checks") or 0), retry_count=int(d.get("retry_count") or 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +206,34 @@ class Gateway(abc.ABC):
         doc = self.call("worker_record_push_outcomes", p_now=now, p_claim=claim, p_max_attempts=max_attempts,
                         p_outcomes=list(outcomes))
         return {k: int(v) for k, v in (doc or {}).items()}
+
+    def claim_receipts(self, now: datetime, claim: uuid.UUID, limit: int, lease_seconds: int,
+                       delay_seconds: int) -> list[ReceiptRow]:
+        doc = self.call("worker_claim_receipts", p_now=now, p_claim=claim, p_limit=limit,
+                        p_lease_seconds=lease_seconds, p_delay_seconds=delay_seconds)
+        return [ReceiptRow.from_json(d) for d in doc or []]
+
+    def record_receipts(self, now: datetime, claim: uuid.UUID, max_attempts: int,
+                        outcomes: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+        doc = self.call("worker_record_receipts", p_now=now, p_claim=claim, p_max_attempts=max_attempts,
+                        p_outcomes=list(outcomes))
+        return {k: int(v) for k, v in (doc or {}).items()}
+
+    def record_run(self, now: datetime, *, started_at: datetime, finished_at: datetime, trigger: str,
+                   counts: Mapping[str, Any], exit_code: int, error: str | None,
+                   runs_retention_days: int | None, reminder_retention_days: int | None,
+                   prune_limit: int = 1000) -> dict[str, int]:
+        """Store one pass in worker_runs and prune what is past retention (None: no pruning)."""
+        doc = self.call("worker_record_run", p_now=now, p_started_at=started_at, p_finished_at=finished_at,
+                        p_trigger=trigger, p_counts=dict(counts), p_exit_code=exit_code, p_error=error,
+                        p_runs_retention_days=runs_retention_days,
+                        p_reminder_retention_days=reminder_retention_days, p_prune_limit=prune_limit)
+        return {k: int(v) for k, v in (doc or {}).items()}
+
+    def status(self, now: datetime) -> dict[str, Any]:
+        """The status view's document (see worker_status in sql/004)."""
+        doc = self.call("worker_status", p_now=now)
+        return dict(doc or {})
 
     def schema_version(self) -> int:
         doc = self.call("worker_schema_version") or {}

@@ -1,0 +1,32 @@
+"""Run the worker the way operators do: ``python worker/main.py ...`` as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+MAIN = str(ROOT / "worker" / "main.py")
+
+# Variables of the developer's shell that must not leak into a test's worker.
+_OURS = ("DATABASE_URL", "SUPABASE_URL", "EXPO_PUBLIC_SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "GOOGLE_",
+         "EXPO_", "REMINDER_", "PUSH_", "WORKER_", "RETRY_", "LOG_", "CALENDAR_", "RECEIPT_", "PROMETHEUS_")
+
+
+def clean_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_OURS)}
+    env["PYTHONPATH"] = ""  # the entry point must find its package by itself
+    env.update(overrides)
+    return env
+
+
+def worker(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, MAIN, *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def start_worker(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, MAIN, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)

@@ -1,0 +1,61 @@
+"""Several workers at once (pods of a CronJob, a Job with parallelism): each reminder goes out once.
+
+Claims take rows with FOR UPDATE SKIP LOCKED under a lease, so three `run` processes started
+together split the due reminders between them instead of sending any twice.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tests import seed
+from tests.acceptance.cli import MAIN, ROOT, clean_env
+from worker.standins.expo import ExpoStandIn
+
+NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+
+
+def _sent(output: str) -> int:
+    for line in reversed(output.splitlines()):
+        if '"pass.summary"' in line:
+            return int(json.loads(line)["sent"])
+    raise AssertionError(f"no pass.summary in:\n{output}")
+
+
+def test_three_workers_at_once_send_every_reminder_exactly_once(db: psycopg.Connection[Any], db_url: str,
+                                                               expo: ExpoStandIn, tmp_path: Path) -> None:
+    seed.add_due_reminders(db, 600, NOW)
+    expo.latency = 0.1  # each Expo request takes a while, so the three passes overlap
+    env = clean_env(DATABASE_URL=db_url, EXPO_API_URL=expo.url, PUSH_RETRY_WAIT="0", WORKER_BATCH_SIZE="100",
+                    PUSH_CONCURRENCY="2")
+    logs = [tmp_path / f"worker-{i}.log" for i in range(3)]
+    procs: list[subprocess.Popen[bytes]] = []
+    handles = [path.open("wb") for path in logs]
+    try:
+        for handle in handles:
+            procs.append(subprocess.Popen([sys.executable, MAIN, "run", "--now", NOW.isoformat()], env=env,
+                                          cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT))
+        codes = [proc.wait(timeout=60) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+        for handle in handles:
+            handle.close()
+    outputs = [path.read_text() for path in logs]
+    assert codes == [0, 0, 0], outputs
+    assert len(expo.messages) == 600
+    ids = Counter(m["data"]["reminder_id"] for m in expo.messages)
+    assert len(ids) == 600
+    assert max(ids.values()) == 1
+    assert seed.statuses(db) == {"sent": 600}
+    assert sum(_sent(out) for out in outputs) == 600

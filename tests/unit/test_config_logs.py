@@ -1,0 +1,78 @@
+"""Configuration errors name their variable; secrets never show in reprs or logs."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from worker import logs
+from worker.config import ConfigError, Settings
+
+
+def test_defaults() -> None:
+    s = Settings.from_env({"DATABASE_URL": "postgresql://u:pw@h/db"})
+    assert s.expo_api_url == "https://exp.host/--/api/v2"
+    assert s.google_api_url == "https://www.googleapis.com/"
+    assert s.push_max_attempts == 5
+    assert s.log_format == "json"
+
+
+def test_database_url_wins_and_supabase_alias() -> None:
+    s = Settings.from_env({"EXPO_PUBLIC_SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "k"})
+    assert s.supabase_url == "https://x.supabase.co"
+    s.require_database()
+
+
+@pytest.mark.parametrize("env,variable", [
+    ({"PUSH_MAX_ATTEMPTS": "zero"}, "PUSH_MAX_ATTEMPTS"),
+    ({"PUSH_MAX_ATTEMPTS": "0"}, "PUSH_MAX_ATTEMPTS"),
+    ({"EXPO_API_URL": "exp.host"}, "EXPO_API_URL"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+    ({"SUPABASE_URL": "https://x.supabase.co"}, "SUPABASE_SERVICE_ROLE_KEY"),
+    ({"GOOGLE_CLIENT_ID": "id"}, "GOOGLE_CLIENT_SECRET"),
+    ({"GOOGLE_PRIVATE_KEY": "k"}, "GOOGLE_CLIENT_EMAIL"),
+    ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
+])
+def test_errors_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert info.value.variable == variable
+
+
+def test_no_database_is_an_error_for_a_pass() -> None:
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        Settings.from_env({}).require_database()
+
+
+def test_private_key_newlines_are_restored() -> None:
+    s = Settings.from_env({"GOOGLE_CLIENT_EMAIL": "sa@p.iam.gserviceaccount.com",
+                           "GOOGLE_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\\nabc\\n-----END PRIVATE KEY-----\\n"})
+    assert s.google_private_key is not None and "\nabc\n" in s.google_private_key
+
+
+def test_secrets_are_masked_in_repr_and_redacted_view() -> None:
+    s = Settings.from_env({"DATABASE_URL": "postgresql://u:hunter2@h/db", "EXPO_ACCESS_TOKEN": "expo-secret-token"})
+    assert "hunter2" not in repr(s) and "expo-secret-token" not in repr(s)
+    assert s.redacted()["database_url"] == "***" and s.redacted()["reminder_offsets"] == "24h,3h,30m"
+
+
+def test_log_lines_are_json_and_scrubbed() -> None:
+    stream = io.StringIO()
+    logs.setup("INFO", "json", stream)
+    logs.register_secret("my-service-key-123")
+    logs.event("x.y", token="ExponentPushToken[abcdef]", key="my-service-key-123",
+               url="postgresql://u:hunter2@host/db", header="Bearer eyJhbGciOi.eyJzdWIi.c2ln")
+    line = json.loads(stream.getvalue())
+    text = json.dumps(line)
+    for secret in ("abcdef", "my-service-key-123", "hunter2", "eyJhbGciOi"):
+        assert secret not in text
+    assert line["event"] == "x.y"
+
+
+def test_text_format() -> None:
+    stream = io.StringIO()
+    logs.setup("INFO", "text", stream)
+    logs.event("pass.summary", sent=3)
+    assert "pass.summary" in stream.getvalue() and "sent=3" in stream.getvalue()

@@ -1,0 +1,214 @@
+"""``python worker/main.py check``: is this deployment able to do its job? Exit 0 or say why not.
+
+Why it exists: a CronJob that fails every minute at 3 a.m. is a poor way to learn that a private
+key was pasted without its newlines or that nobody ran ``migrate``. ``check`` looks at everything a
+pass will need, once, and reports every problem it finds (not just the first), one line each:
+
+* ``problem: ...`` - the worker cannot work like this; ``warning: ...`` - it works, but look.
+* Exit 2 for configuration problems (what an operator must fix in the environment), else 1 when
+  the database is unreachable or its schema does not match this code, else 0.
+
+Nothing secret is ever printed: settings come from :meth:`Settings.redacted`, the database is shown
+without its password, and every line goes through :func:`worker.logs.scrub` as a last defence.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from worker import logs
+from worker.config import Settings
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+@dataclass
+class Report:
+    """Findings in the order they were made, with the exit code they add up to."""
+
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    config_problems: list[str] = field(default_factory=list)
+    runtime_problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def line(self, text: str, *, scrub: bool = True) -> None:
+        print(logs.scrub(text) if scrub else text, file=self.out, flush=True)
+
+    def ok(self, text: str) -> None:
+        self.line(f"ok: {text}")
+
+    def config_problem(self, text: str) -> None:
+        self.config_problems.append(text)
+        self.line(f"problem: {text}")
+
+    def runtime_problem(self, text: str) -> None:
+        self.runtime_problems.append(text)
+        self.line(f"problem: {text}")
+
+    def warning(self, text: str) -> None:
+        self.warnings.append(text)
+        self.line(f"warning: {text}")
+
+    @property
+    def exit_code(self) -> int:
+        if self.config_problems:
+            return EXIT_CONFIG
+        return EXIT_FAILED if self.runtime_problems else EXIT_OK
+
+
+def describe_database(settings: Settings) -> str:
+    """Where the database is, without the password: ``host=... port=... dbname=... user=...``."""
+    if settings.database_url is not None:
+        try:
+            from psycopg.conninfo import conninfo_to_dict
+
+            parts = conninfo_to_dict(str(settings.database_url))
+        except Exception:  # unparsable: say so, never echo the string (it may hold a password)
+            return "direct Postgres (DATABASE_URL could not be parsed for display)"
+        shown = " ".join(f"{k}={parts[k]}" for k in ("host", "port", "dbname", "user") if parts.get(k))
+        return f"direct Postgres ({shown or 'libpq defaults'})"
+    if settings.supabase_url is not None:
+        return f"Supabase Data API ({settings.supabase_url})"
+    return "none"
+
+
+def check_configuration(settings: Settings, report: Report) -> None:
+    """Print the settings (masked) and judge what ``Settings.from_env`` cannot: keys, shapes."""
+    report.line("configuration:")
+    # Values are scrubbed alone, not as `name: value`: the scrubber's `access_token: ...` rule would
+    # turn the "-" of an unset token into "***", claiming a token that is not there.
+    for name, value in settings.redacted().items():
+        shown = "-" if value is None else logs.scrub(str(value))
+        report.line(f"  {name}: {shown}", scrub=False)
+    report.line(f"database: {describe_database(settings)}")
+    if not settings.database_configured:
+        report.config_problem("DATABASE_URL is not set (nor SUPABASE_URL with SUPABASE_SERVICE_ROLE_KEY): "
+                              "a pass has no database")
+    elif settings.database_url is None:
+        report.warning("only the Data API is configured: `migrate` and this check's migration audit need "
+                       "DATABASE_URL")
+    _check_google(settings, report)
+    _check_expo(settings, report)
+    if settings.trigger_token is None:
+        report.warning("WORKER_TRIGGER_TOKEN is not set: `serve` will refuse to start (run and --loop "
+                       "do not need it)")
+    elif len(settings.trigger_token) < 16:
+        report.warning("WORKER_TRIGGER_TOKEN is shorter than 16 characters: use a long random value "
+                       "(e.g. `openssl rand -hex 32`)")
+
+
+def _check_google(settings: Settings, report: Report) -> None:
+    if settings.google_oauth_configured:
+        report.ok("Google OAuth client configured: calendar sync is on")
+        client_id = settings.google_client_id or ""
+        if not client_id.endswith(".apps.googleusercontent.com"):
+            report.warning("GOOGLE_CLIENT_ID does not end in .apps.googleusercontent.com: "
+                           "is it an OAuth client id?")
+    else:
+        report.warning("GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET are not set: calendar sync is off "
+                       "(reminders are still planned and sent)")
+    email, key = settings.google_client_email, settings.google_private_key
+    if email is None and key is None:
+        return
+    if email is not None and not _EMAIL_RE.match(email):
+        report.config_problem("GOOGLE_CLIENT_EMAIL does not look like an email address "
+                              "(expected name@project.iam.gserviceaccount.com)")
+    if key is not None:
+        problem = service_account_key_problem(str(key))
+        if problem is None:
+            report.ok("GOOGLE_PRIVATE_KEY parses as a service-account key")
+        else:
+            report.config_problem(f"GOOGLE_PRIVATE_KEY {problem}")
+
+
+def service_account_key_problem(key: str) -> str | None:
+    """None when the key loads as the RSA key Google issues, else why not (never key material).
+
+    ``cryptography`` is what google-auth itself uses to load the key, so a key that passes here is
+    one google-auth will sign with; the library's own error text is not repeated (it may quote bytes).
+    """
+    if "-----BEGIN" not in key or "PRIVATE KEY-----" not in key:
+        return ("is not a PEM private key (expected -----BEGIN PRIVATE KEY----- ... "
+                "-----END PRIVATE KEY-----; literal \\n is accepted)")
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    try:
+        loaded = load_pem_private_key(key.encode(), password=None)
+    except Exception as exc:  # ValueError, TypeError, UnsupportedAlgorithm: name the kind only
+        return (f"does not parse as a private key ({type(exc).__name__}); "
+                "paste it again from the service account's JSON file")
+    if not isinstance(loaded, rsa.RSAPrivateKey):
+        return "is not an RSA key (Google service-account keys are RSA)"
+    return None
+
+
+def _check_expo(settings: Settings, report: Report) -> None:
+    parts = urlsplit(settings.expo_api_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        report.config_problem("EXPO_API_URL must be an http(s) URL like https://exp.host/--/api/v2")
+    elif parts.scheme != "https" and parts.hostname not in _LOCAL_HOSTS:
+        report.warning("EXPO_API_URL is not https: push tokens and messages would travel in clear text")
+    else:
+        report.ok(f"Expo API at {settings.expo_api_url}")
+    if settings.expo_access_token is None:
+        report.warning("EXPO_ACCESS_TOKEN is not set: enhanced push security is off (fine unless the Expo "
+                       "project requires it, then every send fails with UNAUTHORIZED)")
+
+
+def check_database(settings: Settings, report: Report) -> None:
+    """Reach the database, compare its schema version with ``sql/``, audit applied migrations."""
+    from worker.db import DatabaseError, DatabaseUnavailable, open_gateway
+    from worker.db.migrate import changed_since_applied, latest_version
+
+    latest = latest_version()
+    try:
+        with open_gateway(settings) as gateway:
+            version = gateway.schema_version()
+    except DatabaseUnavailable as exc:
+        report.runtime_problem(f"the database is unreachable: {exc}")
+        return
+    except DatabaseError as exc:
+        report.runtime_problem(f"the worker schema is missing or unreadable ({exc}): "
+                               f"run `python worker/main.py migrate` (latest is {latest})")
+        return
+    if version < latest:
+        report.runtime_problem(f"schema version {version} is behind this worker's {latest}: "
+                               "run `python worker/main.py migrate`")
+    elif version > latest:
+        report.runtime_problem(f"schema version {version} is ahead of this worker's {latest}: "
+                               "this image is older than the database; deploy the matching worker")
+    else:
+        report.ok(f"database reachable, schema version {version} (latest)")
+    if settings.database_url is None:
+        return
+    try:
+        edited = changed_since_applied(str(settings.database_url))
+    except Exception as exc:  # the audit is extra: its failure is worth a line, not a crash
+        report.warning(f"could not compare applied migrations with sql/: {type(exc).__name__}")
+        return
+    for name in edited:
+        report.runtime_problem(f"sql/{name} was edited after it was applied: the database runs the old "
+                               "version; put changes in a new migration")
+
+
+def run_check(settings: Settings, out: TextIO | None = None) -> int:
+    """Check everything, print one line per finding, return the exit code (0, 1 or 2)."""
+    report = Report(out=out or sys.stdout)
+    check_configuration(settings, report)
+    if settings.database_configured:
+        check_database(settings, report)
+    counts = f"{len(report.config_problems) + len(report.runtime_problems)} problem(s), " \
+             f"{len(report.warnings)} warning(s)"
+    report.line(f"check: {'ok' if report.exit_code == EXIT_OK else 'failed'}: {counts}")
+    if report.config_problems:
+        # The contract: exit 2 comes with one line on stderr that names the variable.
+        print(logs.scrub(f"configuration error: {report.config_problems[0]}"), file=sys.stderr)
+    return report.exit_code
