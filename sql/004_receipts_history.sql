@@ -245,7 +245,8 @@ GRANT SELECT ON public.worker_runs TO service_role;
 --   never pruned. Events are the app's data and are not pruned here; deleting a user (GDPR erasure)
 --   removes their profile, events and reminders through ON DELETE CASCADE from auth.users.
 -- Each delete takes at most p_prune_limit rows (oldest first), so a pass never stalls on a backlog;
--- a pass a minute catches up quickly.
+-- a pass a minute catches up quickly. Retention counts from least(p_now, now()): the one place a
+-- pass does not follow `run --now`, so that trying a pass "next year" cannot delete real history.
 CREATE OR REPLACE FUNCTION public.worker_record_run(
     p_now timestamptz, p_started_at timestamptz, p_finished_at timestamptz, p_trigger text,
     p_counts jsonb, p_exit_code integer, p_error text,
@@ -268,7 +269,7 @@ BEGIN
         DELETE FROM public.worker_runs w
         WHERE w.id IN (
             SELECT o.id FROM public.worker_runs o
-            WHERE o.started_at < p_now - make_interval(days => p_runs_retention_days)
+            WHERE o.started_at < least(p_now, now()) - make_interval(days => p_runs_retention_days)
             ORDER BY o.started_at
             LIMIT p_prune_limit
             FOR UPDATE SKIP LOCKED);
@@ -280,7 +281,7 @@ BEGIN
         WHERE r.id IN (
             SELECT o.id FROM public.reminders o
             WHERE o.status IN ('sent', 'failed', 'expired', 'cancelled')
-              AND o.notify_at_ts < p_now - make_interval(days => p_reminder_retention_days)
+              AND o.notify_at_ts < least(p_now, now()) - make_interval(days => p_reminder_retention_days)
             ORDER BY o.notify_at_ts
             LIMIT p_prune_limit
             FOR UPDATE SKIP LOCKED);
@@ -354,8 +355,11 @@ AS $$
                 SELECT e.user_id, count(*) AS n, max(e.updated_at) AS last,
                        row_number() OVER (ORDER BY max(e.updated_at) DESC) AS rank
                 FROM public.events e
+                -- 003 may mark these with calendar_error_kind 'auth'; read through to_jsonb so this
+                -- view does not depend on that column existing.
                 WHERE e.status = 'failed'
-                  AND (e.error_message ILIKE '%revoked%' OR e.error_message ILIKE '%invalid_grant%')
+                  AND (e.error_message ILIKE '%revoked%' OR e.error_message ILIKE '%invalid_grant%'
+                       OR to_jsonb(e) ->> 'calendar_error_kind' = 'auth')
                 GROUP BY e.user_id) g),
         'tokens_cleared', (
             SELECT jsonb_build_object(

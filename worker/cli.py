@@ -14,9 +14,13 @@ import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from worker import logs
-from worker.config import ConfigError, Settings
+from worker.config import TRIGGERS, ConfigError, Settings
+
+if TYPE_CHECKING:
+    from worker.passes import CalendarPort
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -37,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--now", type=parse_instant, help="act as if the clock read this instant")
     run.add_argument("--loop", action="store_true", help="pass forever, one every --interval seconds")
     run.add_argument("--interval", type=float, default=60.0, help="seconds between passes with --loop")
-    run.add_argument("--trigger", default=None, help=argparse.SUPPRESS)
+    run.add_argument("--trigger", default=None, choices=TRIGGERS, help=argparse.SUPPRESS)
     sub.add_parser("migrate", help="apply sql/ to DATABASE_URL")
     demo = sub.add_parser("demo", help="run the whole worker on an embedded database and local stand-ins")
     demo.add_argument("--data-dir", default=".worker-data", help="where the embedded Postgres lives")
@@ -58,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        if command == "run":
+            _record_config_failure(args, str(exc))
         return EXIT_CONFIG
     logs.setup(settings.log_level, settings.log_format)
     for secret in (settings.database_url, settings.supabase_key, settings.google_client_secret,
@@ -66,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "run":
             return _run(settings, getattr(args, "now", None), getattr(args, "loop", False),
-                        getattr(args, "interval", 60.0))
+                        getattr(args, "interval", 60.0), _trigger(args, settings.worker_trigger))
         if command == "migrate":
             return _migrate(settings)
         if command == "demo":
@@ -80,13 +86,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "serve":
             from worker.serve import run_server
 
-            return run_server(settings, args.host, args.port)
+            return run_server(settings, args.host, args.port, calendar_factory=_calendar)
         if command == "status":
             from worker.status import run_status
 
             return run_status(settings, as_json=args.json)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        if command == "run":
+            _record_config_failure(args, str(exc))
         return EXIT_CONFIG
     print(f"unknown command {command!r}", file=sys.stderr)
     return EXIT_CONFIG
@@ -109,20 +117,32 @@ def _migrate(settings: Settings) -> int:
     return EXIT_OK
 
 
-def _run(settings: Settings, now: datetime | None, loop: bool, interval: float) -> int:
+def _trigger(args: argparse.Namespace, configured: str | None) -> str:
+    """What started this pass, for its history row: ``--loop`` is 'loop'; otherwise ``--trigger``,
+    then WORKER_TRIGGER (the CronJob sets 'cron'), else 'manual' (someone at a terminal)."""
+    if getattr(args, "loop", False):
+        return "loop"
+    return str(getattr(args, "trigger", None) or configured or "manual")
+
+
+def _record_config_failure(args: argparse.Namespace, error: str) -> None:
+    """Best effort: record a `run` that exits 2 when the database can still be found."""
+    import os
+
+    from worker.history import record_config_failure
+
+    configured = os.environ.get("WORKER_TRIGGER", "").strip().lower()
+    trigger = _trigger(args, configured if configured in TRIGGERS else None)
+    record_config_failure(os.environ, f"configuration error: {error}", trigger, getattr(args, "now", None))
+
+
+def _run(settings: Settings, now: datetime | None, loop: bool, interval: float, trigger: str = "manual") -> int:
     settings.require_database()
     from worker.db import DatabaseUnavailable, open_gateway
-    from worker.passes import run_pass
+    from worker.passes import PassResult, run_pass
 
-    try:
-        gateway = open_gateway(settings)
-    except DatabaseUnavailable as exc:
-        logs.event("pass.summary", 40, exit_code=EXIT_FAILED, error=str(exc))
-        return EXIT_FAILED
-    with gateway:
-        if not loop:
-            return run_pass(settings, gateway, now=now, calendar=_calendar(settings)).exit_code
-        stop = threading.Event()
+    stop = threading.Event()
+    if loop:  # before anything slow, so a SIGTERM during start-up also ends cleanly
 
         def _stop(signum: int, _frame: FrameType | None) -> None:
             logs.event("loop.stopping", signal=signal.Signals(signum).name)
@@ -130,12 +150,31 @@ def _run(settings: Settings, now: datetime | None, loop: bool, interval: float) 
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
+    try:
+        gateway = open_gateway(settings)
+    except DatabaseUnavailable as exc:
+        logs.event("pass.summary", 40, exit_code=EXIT_FAILED, error=str(exc))
+        return EXIT_FAILED
+
+    def one_pass() -> PassResult:
+        calendar = _calendar(settings)
+        try:
+            return run_pass(settings, gateway, now=now, calendar=calendar, trigger=trigger)
+        finally:
+            if calendar is not None:
+                calendar.close()
+
+    with gateway:
+        if not loop:
+            return one_pass().exit_code
         while not stop.is_set():
-            run_pass(settings, gateway, now=now, calendar=_calendar(settings))
+            one_pass()
             stop.wait(interval)
         return EXIT_OK
 
 
-def _calendar(settings: Settings) -> object | None:
+def _calendar(settings: Settings) -> CalendarPort | None:
     """The calendar client when Google is configured, else None (calendar sync off)."""
-    return None
+    from worker.calendar_sync import calendar_from_settings
+
+    return calendar_from_settings(settings)

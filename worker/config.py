@@ -164,9 +164,9 @@ class Settings:
         """Read and validate the environment; raises :class:`ConfigError` on the first problem."""
         env = os.environ if env is None else env
         database_url = _secret(env, "DATABASE_URL")
-        if database_url is not None and urlsplit(database_url).scheme not in ("postgres", "postgresql"):
-            if "=" not in database_url:  # libpq key=value strings are fine too
-                raise ConfigError("DATABASE_URL", "must be a postgresql:// URL or a libpq connection string")
+        if (database_url is not None and urlsplit(database_url).scheme not in ("postgres", "postgresql")
+                and "=" not in database_url):  # libpq key=value strings are fine too
+            raise ConfigError("DATABASE_URL", "must be a postgresql:// URL or a libpq connection string")
         supabase_url = _url(env, "SUPABASE_URL", None) or _url(env, "EXPO_PUBLIC_SUPABASE_URL", None)
         supabase_key = _secret(env, "SUPABASE_SERVICE_ROLE_KEY")
         if database_url is None and supabase_url is not None and supabase_key is None:

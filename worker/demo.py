@@ -26,7 +26,8 @@ def _table(out: TextIO, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -
     widths = [min(max(len(r[i]) for r in cells), 80) for i in range(len(headers))]
 
     def line(r: Sequence[str]) -> str:
-        return "  " + "  ".join((c if len(c) <= w else c[: w - 1] + "…").ljust(w) for c, w in zip(r, widths, strict=True))
+        fitted = (c if len(c) <= w else c[: w - 1] + "…" for c, w in zip(r, widths, strict=True))
+        return "  " + "  ".join(c.ljust(w) for c, w in zip(fitted, widths, strict=True))
 
     out.write(line(cells[0]).rstrip() + "\n")
     out.write("  " + "  ".join("-" * w for w in widths) + "\n")
@@ -46,7 +47,7 @@ def _embedded_postgres(data_dir: Path, fresh: bool) -> Iterator[str]:
         if fresh and data_dir.exists():
             shutil.rmtree(data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(data_dir / "pg", cleanup_mode="stop")
+        server = embedded_postgres.get_server(data_dir / "pg", cleanup_mode="stop")  # type: ignore[attr-defined]
     try:
         yield server.get_uri()
     finally:
@@ -59,9 +60,7 @@ def _fresh_database(admin_url: str) -> str:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {DEMO_DB} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {DEMO_DB}")
-    info = psycopg.conninfo.conninfo_to_dict(admin_url)
-    info["dbname"] = DEMO_DB
-    return psycopg.conninfo.make_conninfo(**info)
+    return psycopg.conninfo.make_conninfo(admin_url, dbname=DEMO_DB)
 
 
 class _Family:
@@ -77,8 +76,10 @@ def _seed(conn: Any, now: datetime) -> dict[str, Any]:
     old_phone = _Family("Okafor", "Europe/London", "ExponentPushToken[unregistered-okafor-old-phone]", None)
     families = [garcia, schmidt, old_phone]
     for f in families:
-        f.user_id = str(conn.execute("INSERT INTO auth.users (id) VALUES (gen_random_uuid()) RETURNING id").fetchone()[0])
-        conn.execute("INSERT INTO profiles (id, expo_push_token, timezone, google_refresh_token) VALUES (%s, %s, %s, %s)",
+        f.user_id = str(conn.execute(
+            "INSERT INTO auth.users (id) VALUES (gen_random_uuid()) RETURNING id").fetchone()[0])
+        conn.execute("INSERT INTO profiles (id, expo_push_token, timezone, google_refresh_token) "
+                     "VALUES (%s, %s, %s, %s)",
                      (f.user_id, f.token, f.tz, f.refresh_token))
 
     def child(f: _Family, name: str) -> str:
@@ -161,6 +162,8 @@ def run_demo(data_dir: str = ".worker-data", fresh: bool = False, out: TextIO | 
                         if f.refresh_token:
                             google.add_user(f"{f.name.lower()}@example.com", f.refresh_token)
                 calendar = _calendar(settings)
+                if calendar is not None:
+                    stack.callback(calendar.close)
                 pusher = ExpoPusher(settings.expo_api_url, rate_limit=0)
                 stack.callback(pusher.close)
                 with PostgresGateway(url) as gateway:
@@ -211,7 +214,8 @@ def _story(out: TextIO, conn: Any, gateway: Any, settings: Any, pusher: Any, cal
                                                        for m in sent])
         settled = conn.execute(
             "SELECT r.user_id, e.title, r.status, r.error_message FROM reminders r JOIN events e ON e.id = r.event_id "
-            "WHERE r.updated_at = %s AND r.status IN ('failed', 'expired', 'cancelled') ORDER BY e.title", (t,)).fetchall()
+            "WHERE r.updated_at = %s AND r.status IN ('failed', 'expired', 'cancelled') ORDER BY e.title",
+            (t,)).fetchall()
         if settled:
             _table(out, ["not sent", "event", "status", "why"],
                    [(families[str(u)].name, title, status, err) for u, title, status, err in settled])

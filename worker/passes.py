@@ -45,6 +45,11 @@ class PassCounts:
     cancelled: int = 0
     deferred: int = 0
     tokens_cleared: int = 0
+    receipts_ok: int = 0
+    receipts_failed: int = 0
+    receipts_resent: int = 0
+    receipts_missing: int = 0
+    receipts_unknown: int = 0
 
 
 @dataclass
@@ -71,6 +76,8 @@ class CalendarPort(Protocol):
 
     def sync(self, events: Sequence[EventRow], now: datetime) -> Mapping[str, CalendarOutcome]: ...
 
+    def close(self) -> None: ...
+
 
 class PassAborted(Exception):
     """A dependency failed for the whole pass; exit 1. What could not be done is recorded."""
@@ -89,6 +96,8 @@ def plan_event(row: EventRow, calendar: CalendarOutcome | None, settings: Settin
         result["outcome"] = calendar.outcome
         result["google_calendar_id"] = calendar.google_calendar_id
         result["error"] = calendar.error
+        kind = getattr(calendar, "error_kind", None)
+        result["error_kind"] = kind if kind == "auth" else None  # the one kind events remember
         if calendar.outcome == "retry":
             result["next_attempt_at"] = planner.next_attempt_at(
                 now, row.attempts + 1, settings.retry_base_seconds, settings.retry_max_seconds, rng)
@@ -109,12 +118,25 @@ def plan_event(row: EventRow, calendar: CalendarOutcome | None, settings: Settin
 
 
 def events_step(gateway: Gateway, settings: Settings, now: datetime, claim: uuid.UUID, counts: PassCounts,
-                calendar: CalendarPort | None) -> None:
+                calendar: CalendarPort | None) -> str | None:
+    """Sync, plan and complete claimed events, batch after batch.
+
+    Returns why Google failed when every calendar call of the pass met an unreachable or failing
+    Google (network, 5xx): the pass exits 1, after still sending the pushes. A user's rate limit
+    is that user's weather, not Google's.
+    """
+    calendar_answered = False
+    calendar_error: str | None = None
     while True:
         rows = gateway.claim_events(now, claim, settings.batch_size, settings.lease_seconds)
         if not rows:
-            return
+            break
         outcomes = calendar.sync(rows, now) if calendar is not None else {}
+        for outcome in outcomes.values():
+            if getattr(outcome, "error_kind", None) == "unavailable":
+                calendar_error = calendar_error or outcome.error
+            else:
+                calendar_answered = True
         results = [plan_event(r, outcomes.get(r.id), settings, now) for r in rows]
         for row, res in zip(rows, results, strict=True):
             if res["outcome"] == "failed":
@@ -138,7 +160,8 @@ def events_step(gateway: Gateway, settings: Settings, now: datetime, claim: uuid
         logs.event("events.batch", claimed=len(rows), superseded=stale,
                    reminders_planned=done.get("reminders_planned", 0))
         if len(rows) < settings.batch_size:
-            return
+            break
+    return None if calendar_answered or calendar_error is None else calendar_error
 
 
 # --- the push step ------------------------------------------------------------------------------
@@ -280,21 +303,28 @@ def run_pass(
     pusher: ExpoPusher | None = None,
     calendar: CalendarPort | None = None,
     on_finish: Callable[[PassResult], None] | None = None,
+    trigger: str = "manual",
 ) -> PassResult:
-    """Run the events step, then the push step; never raises for what a pass may meet."""
+    """Run the events step, the push step, then the receipts step; never raises for what a pass
+    may meet. The pass is recorded in worker_runs (``trigger``: cron|http|manual|loop) at the end."""
     result = PassResult()
     started = time.monotonic()
     clock = now or datetime.now(UTC)
     claim = uuid.uuid4()
     own_pusher = pusher is None
-    logs.event("pass.start", now=clock.isoformat(), claim=str(claim))
+    logs.event("pass.start", now=clock.isoformat(), claim=str(claim), trigger=trigger)
     try:
-        events_step(gateway, settings, clock, claim, result.counts, calendar)
+        calendar_error = events_step(gateway, settings, clock, claim, result.counts, calendar)
         if pusher is None:
             from worker.push import pusher_from_settings
 
             pusher = pusher_from_settings(settings)
         push_step(gateway, pusher, settings, clock, claim, result.counts)
+        from worker.receipts import receipts_step  # after the sends: it never delays a due push
+
+        receipts_step(gateway, pusher, settings, clock, claim, result.counts)
+        if calendar_error is not None:
+            result.exit_code, result.error = 1, f"Google Calendar unavailable for the whole pass: {calendar_error}"
     except DatabaseUnavailable as exc:
         result.exit_code, result.error = 1, f"database unavailable: {exc}"
     except DatabaseError as exc:
@@ -313,6 +343,11 @@ def run_pass(
     logs.event("pass.summary", level, exit_code=result.exit_code, error=result.error,
                duration_s=round(result.duration, 3), db_round_trips=result.db_round_trips,
                **asdict(result.counts))
+    from worker.history import record_pass
+    from worker.metrics import push_pass_metrics
+
+    record_pass(gateway, settings, result, clock, trigger)  # best effort, one call, prunes too
+    push_pass_metrics(settings, result, trigger)  # only with PROMETHEUS_PUSHGATEWAY_URL
     if on_finish is not None:
         on_finish(result)
     return result

@@ -241,8 +241,8 @@ def backoff_delay(failures: int, base: float, cap: float, rng: random.Random | N
     "Equal jitter": half the delay is fixed, half random, so retries of many rows that failed
     together spread out but never come back sooner than half the nominal delay.
     """
-    nominal = min(cap, base * (2 ** max(failures - 1, 0)))
-    r = (rng or random).random()
+    nominal = min(cap, base * 2.0 ** max(failures - 1, 0))
+    r = rng.random() if rng is not None else random.random()
     return nominal / 2 + r * nominal / 2
 
 

@@ -19,6 +19,7 @@ Design points, each for a reason:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import os
@@ -138,7 +139,7 @@ class PassRunner:
         result: PassResult | None = None
         error: str | None = None
         try:
-            result = self._pass()
+            result = self._pass(record.trigger)
         except BaseException as exc:  # the record must settle whatever happens in the thread
             logs.get().exception("serve.run_crashed", extra={"fields": {"run_id": record.run_id}})
             error = f"unexpected error: {type(exc).__name__}: {exc}"
@@ -155,7 +156,7 @@ class PassRunner:
         logs.event("serve.run_finished", 20 if record.exit_code == 0 else 40, run_id=record.run_id,
                    status=record.status, exit_code=record.exit_code)
 
-    def _pass(self) -> PassResult:
+    def _pass(self, trigger: str) -> PassResult:
         from worker.db import DatabaseUnavailable, open_gateway
         from worker.passes import PassResult, run_pass
 
@@ -165,20 +166,21 @@ class PassRunner:
             return PassResult(exit_code=1, error=f"database unavailable: {exc}")
         calendar = self.calendar_factory(self.settings) if self.calendar_factory is not None else None
         with gateway:
-            return run_pass(self.settings, gateway, calendar=calendar)
+            return run_pass(self.settings, gateway, calendar=calendar, trigger=trigger)
 
 
 class ReadinessProbe:
     """``gateway.schema_version()`` with a deadline, at most one check in flight.
 
-    The call runs in a thread (the gateway is synchronous); a hung database must not make probes
-    pile up threads, so a probe that finds a check still in flight waits on that same check.
+    The call runs in a daemon thread (the gateway is synchronous). Not the loop's default executor:
+    asyncio joins that at shutdown, so a check stuck on a black-holed database would hold up
+    SIGTERM. And a probe that finds a check still in flight waits on that same check, so a hung
+    database cannot make probes pile up threads.
     """
 
     def __init__(self, settings: Settings, timeout: float = READY_TIMEOUT) -> None:
         self._settings = settings
         self._timeout = timeout
-        self._lock = threading.Lock()
         self._inflight: asyncio.Future[int] | None = None
 
     def _check(self) -> int:
@@ -187,14 +189,36 @@ class ReadinessProbe:
         with open_gateway(self._settings) as gateway:
             return gateway.schema_version()
 
+    def _start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[int]:
+        future: asyncio.Future[int] = loop.create_future()
+
+        def settle(value: int | None, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value or 0)
+
+        def work() -> None:
+            value: int | None = None
+            error: BaseException | None = None
+            try:
+                value = self._check()
+            except Exception as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the server stopped meanwhile
+                loop.call_soon_threadsafe(settle, value, error)
+
+        threading.Thread(target=work, name="readyz", daemon=True).start()
+        return future
+
     async def check(self) -> tuple[bool, dict[str, Any]]:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if self._inflight is None or self._inflight.done():
-                self._inflight = asyncio.ensure_future(loop.run_in_executor(None, self._check))
-            inflight = self._inflight
+        """``(ready, body)``; only the event loop's thread touches ``_inflight``, so no lock."""
+        if self._inflight is None or self._inflight.done():
+            self._inflight = self._start(asyncio.get_running_loop())
         try:
-            version = await asyncio.wait_for(asyncio.shield(inflight), self._timeout)
+            version = await asyncio.wait_for(asyncio.shield(self._inflight), self._timeout)
         except TimeoutError:
             return False, {"status": "unavailable",
                            "error": f"database did not answer within {self._timeout:g} s"}

@@ -67,8 +67,9 @@ PLAIN_VARS = frozenset(
 ALL_VARS = SECRET_VARS | PLAIN_VARS
 # Features that are optional: a missing key must not keep the pod from starting.
 OPTIONAL_SECRETS = frozenset({v for v in SECRET_VARS if v.startswith(("GOOGLE_", "EXPO_", "SUPABASE_"))})
-# The CronJob never serves HTTP, so it does not get the trigger token.
-CRON_VARS = ALL_VARS - {"WORKER_TRIGGER_TOKEN"}
+# The CronJob never serves HTTP, so it does not get the trigger token; it tells worker_runs it is cron.
+CRON_ONLY_VARS = frozenset({"WORKER_TRIGGER"})
+CRON_VARS = (ALL_VARS - {"WORKER_TRIGGER_TOKEN"}) | CRON_ONLY_VARS
 
 SECRETISH_NAME = re.compile(
     r"SECRET|TOKEN|PASSW|PRIVATE|CREDENTIAL|API_?KEY|ACCESS_KEY|ROLE_KEY|DATABASE_URL|DSN|_KEY$",
@@ -216,7 +217,8 @@ def check_env(container: dict[str, Any], expected_names: frozenset[str] | set[st
     for e in env:
         name = e["name"]
         # Known plain settings are exempt from the name heuristic (GOOGLE_TOKEN_URI is a URL).
-        secretish = name in SECRET_VARS or (name not in PLAIN_VARS and bool(SECRETISH_NAME.search(name)))
+        secretish = name in SECRET_VARS or (
+            name not in PLAIN_VARS | CRON_ONLY_VARS and bool(SECRETISH_NAME.search(name)))
         if secretish:
             ref = (e.get("valueFrom") or {}).get("secretKeyRef")
             if "value" in e:
@@ -627,7 +629,10 @@ def test_cron_and_serve_run_the_same_configuration(
     cron_env = {e["name"]: e for e in pod_spec_of(cron_docs[0])["containers"][0]["env"]}
     serve_env = {e["name"]: e for e in pod_spec_of(only(serve_docs, "Deployment"))["containers"][0]["env"]}
     assert set(serve_env) - set(cron_env) == {"WORKER_TRIGGER_TOKEN"}
-    assert {k: serve_env[k] for k in cron_env} == cron_env
+    assert set(cron_env) - set(serve_env) == CRON_ONLY_VARS
+    assert cron_env["WORKER_TRIGGER"]["value"] == "cron"
+    assert {k: serve_env[k] for k in cron_env if k not in CRON_ONLY_VARS} == {
+        k: v for k, v in cron_env.items() if k not in CRON_ONLY_VARS}
 
 
 def test_manifest_checkers_catch_weakened_manifests(

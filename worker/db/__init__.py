@@ -249,5 +249,6 @@ def open_gateway(settings: Settings) -> Gateway:
         return PostgresGateway(settings.database_url)
     from worker.db.supabase import SupabaseGateway
 
-    assert settings.supabase_url is not None and settings.supabase_key is not None
+    assert settings.supabase_url is not None
+    assert settings.supabase_key is not None
     return SupabaseGateway(settings.supabase_url, settings.supabase_key)

@@ -355,6 +355,7 @@ class _Handler(BaseHTTPRequestHandler):
     """Dispatches one HTTP/1.1 connection; keep-alive so httplib2 can reuse it like Google's."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # answer at once on reused connections (no delayed-ACK stall)
     server: _Server
     timeout = 60
 

@@ -431,6 +431,7 @@ class _Handler(BaseHTTPRequestHandler):
     """HTTP/1.1 with keep-alive, because httpx pools connections and so does our worker."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # answer at once on reused connections (no delayed-ACK stall)
     server: _Server
 
     def setup(self) -> None:

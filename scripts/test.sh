@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Everything the tests need on a fresh machine, then the whole suite.
+#   bash scripts/test.sh            # all tests
+#   bash scripts/test.sh -k expo    # extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+if [ -f scripts/ci-system-deps.sh ]; then
+    bash scripts/ci-system-deps.sh   # pg_cron for the scheduling test (Debian package; needs root)
+fi
+.venv/bin/ruff check worker tests bench
+.venv/bin/mypy
+exec .venv/bin/python -m pytest -q "$@"

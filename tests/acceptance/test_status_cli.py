@@ -1,0 +1,115 @@
+"""`python worker/main.py status` on a seeded database: the table, and ``--json`` for scripts.
+
+Why: this is what someone on call reads first; each number must be the one its label promises.
+The status has no ``--now``, so the seed is laid out around the real clock.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests import seed
+from tests.acceptance.cli import clean_env, worker
+from worker.standins.postgrest import PostgrestStandIn
+
+
+def _reminder(db: psycopg.Connection[Any], event: str, user: str, at: datetime, status: str, **cols: Any) -> None:
+    names = ["event_id", "user_id", "notify_at_ts", "message", "status", *cols]
+    values = [event, user, at, "m", status, *cols.values()]
+    db.execute(f"INSERT INTO reminders ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})", values)
+
+
+@pytest.fixture
+def seeded(db: psycopg.Connection[Any]) -> dict[str, str]:
+    now = datetime.now(UTC)
+    db.execute("INSERT INTO worker_runs (started_at, finished_at, trigger, counts, exit_code, error) VALUES "
+               "(%s, %s, 'cron', '{\"sent\": 4, \"failed\": 0}', 0, NULL), "
+               "(%s, %s, 'cron', '{}', 1, 'Expo is unavailable: cannot reach Expo: ConnectionError')",
+               (now - timedelta(minutes=2), now - timedelta(minutes=2) + timedelta(seconds=1.5),
+                now - timedelta(minutes=1), now - timedelta(minutes=1) + timedelta(seconds=3)))
+    parent = seed.add_parent(db)
+    event = seed.add_event(db, parent, now + timedelta(hours=3))
+    for i in range(3):  # due now
+        _reminder(db, event, parent, now - timedelta(minutes=5 + i), "pending")
+    _reminder(db, event, parent, now - timedelta(minutes=10), "pending", next_attempt_at=now + timedelta(minutes=5))
+    _reminder(db, event, parent, now - timedelta(minutes=11), "sending", lease_expires_at=now + timedelta(minutes=4))
+    _reminder(db, event, parent, now - timedelta(minutes=20), "sent", expo_ticket_id="t-1", sent_at_ts=now)
+    _reminder(db, event, parent, now - timedelta(minutes=30), "failed",
+              error_message="the owner has no Expo push token")
+    _reminder(db, event, parent, now - timedelta(days=3), "failed", error_message="old news")
+    db.execute("UPDATE reminders SET updated_at = %s WHERE error_message = 'old news'", (now - timedelta(days=2),))
+
+    gone = seed.add_parent(db, token=None)
+    gone_event = seed.add_event(db, gone, now + timedelta(hours=5))
+    for i in range(2):
+        _reminder(db, gone_event, gone, now - timedelta(minutes=40 + i), "failed",
+                  error_message="delivery failed: DeviceNotRegistered: \"ExponentPushToken[abc]\" is not registered")
+
+    revoked = seed.add_parent(db)
+    for i in range(2):
+        ev = seed.add_event(db, revoked, now + timedelta(days=1, hours=i))
+        db.execute("UPDATE events SET status = 'failed', synced_version = version, "
+                   "error_message = 'Google access was revoked (invalid_grant)' WHERE id = %s", (ev,))
+    seed.add_event(db, parent, now + timedelta(days=2))  # waiting for calendar sync (pending)
+    return {"gone": gone, "revoked": revoked}
+
+
+def test_status_json(db_url: str, seeded: dict[str, str]) -> None:
+    done = worker("status", "--json", env=clean_env(DATABASE_URL=db_url))
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert [r["exit_code"] for r in doc["runs"]] == [1, 0]
+    assert doc["runs"][1]["counts"] == {"sent": 4, "failed": 0}
+    assert doc["runs"][0]["duration_s"] == pytest.approx(3.0)
+    assert doc["runs_24h"] == {"total": 2, "failed": 1}
+    rem = doc["reminders"]
+    assert (rem["due_now"], rem["in_flight"], rem["waiting_retry"], rem["awaiting_receipt"]) == (3, 1, 1, 1)
+    reasons = {f["reason"]: f["count"] for f in doc["failed_24h"]}
+    assert reasons == {
+        'delivery failed: DeviceNotRegistered: "ExpoPushToken[***]" is not registered': 2,
+        "the owner has no Expo push token": 1,
+    }
+    assert doc["events"]["waiting_sync"] == 3  # the seed's events are all new: pending
+    assert doc["google_revoked"]["users"] == 1
+    assert doc["google_revoked"]["list"][0] == {**doc["google_revoked"]["list"][0],
+                                                "user_id": seeded["revoked"], "events": 2}
+    assert doc["tokens_cleared"]["users"] == 1
+    assert doc["tokens_cleared"]["list"][0]["user_id"] == seeded["gone"]
+    assert doc["tokens_cleared"]["list"][0]["reminders"] == 2
+
+
+def test_status_table(db_url: str, seeded: dict[str, str]) -> None:
+    done = worker("status", env=clean_env(DATABASE_URL=db_url))
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "last 24 h: 2 passes, 1 failed" in out
+    assert "FAILED (exit 1): Expo is unavailable" in out
+    assert "ok: sent=4" in out
+    assert "due now" in out
+    assert "      2  delivery failed: DeviceNotRegistered" in out
+    assert "old news" not in out
+    assert f"{seeded['revoked']}     2 events" in out
+    assert f"{seeded['gone']}     2 reminders" in out
+    assert "ExponentPushToken[abc]" not in out
+
+
+def test_status_over_the_data_api(db_url: str, seeded: dict[str, str]) -> None:
+    with PostgrestStandIn(db_url) as api:
+        env = clean_env(SUPABASE_URL=api.url, SUPABASE_SERVICE_ROLE_KEY=api.service_role_key())
+        done = worker("status", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["reminders"]["due_now"] == 3
+
+
+def test_status_without_a_database(db_url: str) -> None:
+    done = worker("status", env=clean_env())
+    assert done.returncode == 2
+    assert done.stderr.startswith("configuration error: DATABASE_URL")
+    down = worker("status", env=clean_env(DATABASE_URL="postgresql://nobody@127.0.0.1:9/none"))
+    assert down.returncode == 1
+    assert "cannot read the database" in down.stderr
