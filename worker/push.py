@@ -14,9 +14,10 @@ passing a session drops its default headers, so this module sets them.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -241,31 +242,10 @@ class ExpoPusher:
         raise AssertionError("unreachable")
 
     def _publish_once(self, chunk: Sequence[Outbound]) -> list[Any]:
-        import requests
-        from exponent_server_sdk import PushServerError
-
         sdk_messages = [self._to_sdk(m) for m in chunk]
         self.requests_made += 1
-        try:
+        with _classified_errors():
             return list(self._client.publish_multiple(sdk_messages))
-        except PushServerError as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            if status in (401, 403):
-                raise _Refused(f"Expo refused the access token (HTTP {status}): {_server_error_text(exc)}") from None
-            if status is None or status == 429 or status >= 500 or status < 400:
-                raise _Transient(f"Expo answered HTTP {status}: {_server_error_text(exc)}") from None
-            raise
-        except requests.HTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            if status in (401, 403):
-                raise _Refused(f"Expo refused the access token (HTTP {status})") from None
-            if status is not None and 400 <= status < 500 and status != 429:
-                raise PushServerError(f"HTTP {status}", exc.response) from None
-            raise _Transient(f"Expo answered HTTP {status}") from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Transient(f"cannot reach Expo: {type(exc).__name__}") from None
-        except requests.RequestException as exc:
-            raise _Transient(f"Expo request failed: {type(exc).__name__}") from None
 
     def _to_sdk(self, m: Outbound) -> Any:
         msg = self._message_cls(to=m.token, title=m.title, body=m.body, data=m.data)
@@ -319,31 +299,13 @@ class ExpoPusher:
         raise AssertionError("unreachable")
 
     def _receipts_once(self, ids: list[str]) -> dict[str, Receipt]:
-        import requests
-        from exponent_server_sdk import PushServerError, PushTicket
+        from exponent_server_sdk import PushTicket
 
         tickets = [PushTicket(push_message=None, status="ok", message="", details=None, id=i) for i in ids]
         self.requests_made += 1
         try:
-            answer = self._client.check_receipts_multiple(tickets)
-        except PushServerError as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            if status in (401, 403):
-                raise _Refused(f"Expo refused the access token (HTTP {status}): {_server_error_text(exc)}") from None
-            if status is None or status == 429 or status >= 500 or status < 400:
-                raise _Transient(f"Expo answered HTTP {status}: {_server_error_text(exc)}") from None
-            raise
-        except requests.HTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            if status in (401, 403):
-                raise _Refused(f"Expo refused the access token (HTTP {status})") from None
-            if status is not None and 400 <= status < 500 and status != 429:
-                raise PushServerError(f"HTTP {status}", exc.response) from None
-            raise _Transient(f"Expo answered HTTP {status}") from None
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise _Transient(f"cannot reach Expo: {type(exc).__name__}") from None
-        except requests.RequestException as exc:
-            raise _Transient(f"Expo request failed: {type(exc).__name__}") from None
+            with _classified_errors():
+                answer = self._client.check_receipts_multiple(tickets)
         except (AttributeError, TypeError, ValueError) as exc:  # an answer not shaped like Expo's
             raise _Transient(f"Expo answered malformed receipts: {type(exc).__name__}") from None
         out: dict[str, Receipt] = {}
@@ -354,6 +316,38 @@ class ExpoPusher:
                 status=str(r.status), error=str(error) if error else None,
                 message=scrub(str(r.message)) if r.message else None)
         return out
+
+
+@contextlib.contextmanager
+def _classified_errors() -> Iterator[None]:
+    """Turn what the SDK and requests raise into our three kinds, for sends and receipts alike.
+
+    401/403: :class:`_Refused` (our access token). Network errors, 429, 5xx and answers that are
+    not Expo's: :class:`_Transient`. Other 4xx stay a ``PushServerError`` (the request is wrong).
+    """
+    import requests
+    from exponent_server_sdk import PushServerError
+
+    try:
+        yield
+    except PushServerError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status in (401, 403):
+            raise _Refused(f"Expo refused the access token (HTTP {status}): {_server_error_text(exc)}") from None
+        if status is None or status == 429 or status >= 500 or status < 400:
+            raise _Transient(f"Expo answered HTTP {status}: {_server_error_text(exc)}") from None
+        raise
+    except requests.HTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status in (401, 403):
+            raise _Refused(f"Expo refused the access token (HTTP {status})") from None
+        if status is not None and 400 <= status < 500 and status != 429:
+            raise PushServerError(f"HTTP {status}", exc.response) from None
+        raise _Transient(f"Expo answered HTTP {status}") from None
+    except (requests.ConnectionError, requests.Timeout) as exc:
+        raise _Transient(f"cannot reach Expo: {type(exc).__name__}") from None
+    except requests.RequestException as exc:
+        raise _Transient(f"Expo request failed: {type(exc).__name__}") from None
 
 
 def _server_error_text(exc: Any) -> str:
