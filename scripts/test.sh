@@ -7,8 +7,11 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-if [ -f scripts/ci-system-deps.sh ]; then
-    bash scripts/ci-system-deps.sh   # pg_cron for the scheduling test (Debian package; needs root)
+# pg_cron for the scheduling test (Debian package; needs root). In CI it must be there; on a
+# developer's machine without root the test says it was skipped, and why.
+if ! bash scripts/ci-system-deps.sh; then
+    if [ -n "${CI:-}" ]; then exit 1; fi
+    echo "warning: PostgreSQL 15 + pg_cron could not be installed; tests/integration/test_pg_cron.py will skip" >&2
 fi
 .venv/bin/ruff check worker tests bench
 .venv/bin/mypy
