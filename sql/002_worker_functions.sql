@@ -323,7 +323,10 @@ $$;
 
 -- Only the service role may call the worker's functions. PostgreSQL grants EXECUTE to PUBLIC by
 -- default, and Supabase's default privileges to anon and authenticated: take both back.
-DO $$
+CREATE OR REPLACE FUNCTION worker.restrict_worker_functions() RETURNS void
+    LANGUAGE plpgsql
+    SET search_path = ''
+AS $$
 DECLARE
     f regprocedure;
 BEGIN
@@ -335,6 +338,8 @@ BEGIN
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated', f);
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO service_role', f);
     END LOOP;
+    REVOKE ALL ON ALL FUNCTIONS IN SCHEMA worker FROM PUBLIC, anon, authenticated;
 END
 $$;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA worker FROM PUBLIC, anon, authenticated;
+-- Every migration that creates or replaces a worker function ends with this call.
+SELECT worker.restrict_worker_functions();

@@ -379,18 +379,4 @@ $$;
 
 -- Only the service role may call the worker's functions (as at the end of 002): new functions get
 -- EXECUTE for PUBLIC by default, and for anon and authenticated through Supabase's defaults.
-DO $$
-DECLARE
-    f regprocedure;
-BEGIN
-    FOR f IN
-        SELECT p.oid::regprocedure FROM pg_proc p
-        JOIN pg_namespace n ON n.oid = p.pronamespace
-        WHERE n.nspname = 'public' AND p.proname LIKE 'worker\_%'
-    LOOP
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC, anon, authenticated', f);
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO service_role', f);
-    END LOOP;
-END
-$$;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA worker FROM PUBLIC, anon, authenticated;
+SELECT worker.restrict_worker_functions();

@@ -14,8 +14,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from worker.db import Gateway
 from worker.db.migrate import migrate
+from worker.db.postgres import PostgresGateway
+from worker.db.supabase import SupabaseGateway
 from worker.standins.expo import ExpoStandIn
+from worker.standins.postgrest import PostgrestStandIn
 
 TEMPLATE = "worker_template"
 
@@ -87,6 +91,18 @@ def db(db_url: str) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit superuser connection to the test's database, for seeding and asserting."""
     with psycopg.connect(db_url, autocommit=True) as conn:
         yield conn
+
+
+@pytest.fixture(params=["postgres", "supabase"])
+def gateway(request: pytest.FixtureRequest, db_url: str) -> Iterator[Gateway]:
+    """Each of the two gateways on the test's database: direct Postgres, and supabase-py's real
+    HTTP path through the PostgREST stand-in."""
+    if request.param == "postgres":
+        with PostgresGateway(db_url) as gw:
+            yield gw
+        return
+    with PostgrestStandIn(db_url) as api, SupabaseGateway(api.url, api.service_role_key()) as gw:
+        yield gw
 
 
 @pytest.fixture

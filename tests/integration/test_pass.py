@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-import pytest
 
 from tests import seed
 from worker.config import Settings
 from worker.db import Gateway
-from worker.db.postgres import PostgresGateway
-from worker.db.supabase import SupabaseGateway
 from worker.passes import run_pass
 from worker.push import ExpoPusher
 from worker.standins.expo import ExpoStandIn
-from worker.standins.postgrest import PostgrestStandIn
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["postgres", "supabase"])
-def gateway(request: pytest.FixtureRequest, db_url: str) -> Iterator[Gateway]:
-    if request.param == "postgres":
-        with PostgresGateway(db_url) as gw:
-            yield gw
-        return
-    with PostgrestStandIn(db_url) as api, SupabaseGateway(api.url, api.service_role_key()) as gw:
-        yield gw
 
 
 def _settings(expo: ExpoStandIn, **kw: Any) -> Settings:
