@@ -27,7 +27,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,8 +42,9 @@ from worker import logs  # noqa: E402
 from worker.calendar_sync import EVENT_ID_PROPERTY, calendar_from_settings  # noqa: E402
 from worker.config import Settings  # noqa: E402
 from worker.db.postgres import PostgresGateway  # noqa: E402
-from worker.passes import PassCounts, events_step  # noqa: E402
 from worker.standins.google import GoogleStandIn  # noqa: E402
+from worker.steps.context import PassClock, PassCounts  # noqa: E402
+from worker.steps.events import events_step  # noqa: E402
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -108,7 +108,7 @@ def bench(admin_url: str, events: int, users: int, latency: float, concurrency: 
         assert calendar is not None
         with PostgresGateway(url) as gateway, calendar:
             started = time.perf_counter()
-            events_step(gateway, settings, NOW, uuid.uuid4(), counts, calendar)
+            events_step(gateway, settings, PassClock(NOW, lease_seconds=settings.lease_seconds), counts, calendar)
             wall = time.perf_counter() - started
             trips = gateway.round_trips
         api_requests = len(google.requests)

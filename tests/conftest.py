@@ -87,6 +87,19 @@ def db_url(pg_admin_url: str, template_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def empty_db_url(pg_admin_url: str) -> Iterator[str]:
+    """A database with nothing of ours in it: never migrated."""
+    name = f"empty_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield _with_db(pg_admin_url, name)
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
 def db(db_url: str) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit superuser connection to the test's database, for seeding and asserting."""
     with psycopg.connect(db_url, autocommit=True) as conn:

@@ -1,9 +1,9 @@
 """Contract step 1: put each claimed event into its owner's Google Calendar, exactly once.
 
-The pass (``worker.passes.events_step``) hands a batch of claimed events to :meth:`CalendarSync.sync`
-and gets one :class:`~worker.passes.CalendarOutcome` per event back: ``synced``, ``failed`` (a
-permanent error, with the reason the parent will read) or ``retry`` (transient; the pass computes
-the backoff). This module only talks to Google; the database outcome is written by the pass.
+The events step (``worker.steps.events``) hands a batch of claimed events to :meth:`CalendarSync.sync`
+and gets one :class:`~worker.records.CalendarOutcome` per event back: ``synced``, ``failed`` (a
+permanent error, with the reason the parent will read and its kind) or ``retry`` (transient; the
+step computes the backoff). This module only talks to Google; the database outcome is written by the pass.
 
 Why it is built the way it is:
 
@@ -39,7 +39,7 @@ Why it is built the way it is:
   one thread, under a per-user limit of 600 requests a minute (Google's per-user quota).
 * **Errors** follow Google's Calendar error guide; see :func:`classify_http_error` and
   :func:`classify_exception`. ``invalid_grant`` from the token endpoint fails all that user's
-  events with :data:`REVOKED_REASON` and error kind ``auth``; sql/003 keeps them ``failed`` until
+  events with :data:`REVOKED_REASON` and error kind ``google_revoked``; the database keeps them ``failed`` until
   the profile's refresh token changes, so a revoked grant is not retried every minute. One
   user's failure never touches another user's events.
 
@@ -86,8 +86,8 @@ from googleapiclient.errors import HttpError
 
 from worker import logs, planner
 from worker.config import ConfigError
-from worker.db import EventRow
-from worker.passes import CalendarOutcome
+from worker.records import CalendarOutcome, EventRow
+from worker.vocabulary import ErrorKind, EventOutcome, EventStatus
 
 if TYPE_CHECKING:
     from worker.config import Settings
@@ -95,7 +95,6 @@ if TYPE_CHECKING:
 __all__ = [
     "EVENT_ID_PROPERTY",
     "REVOKED_REASON",
-    "CalendarResult",
     "CalendarSync",
     "Failure",
     "calendar_event_id",
@@ -112,20 +111,15 @@ EVENT_ID_PROPERTY = "reminderWorkerEventId"
 """Key in the entry's ``extendedProperties.private`` that names the ``events.id`` it mirrors."""
 
 REVOKED_REASON = "Google access was revoked; reconnect Google Calendar in the app"
-"""The reason a parent reads when their grant is gone (sql/003 also recognises it by prefix)."""
-
-AUTH = "auth"
-"""Error kind of :data:`REVOKED_REASON` failures (``events.calendar_error_kind``)."""
-
-UNAVAILABLE = "unavailable"
-"""Error kind of Google being unreachable or failing (5xx, network): when every calendar call of a
-pass meets it, the pass exits 1. Never stored (only ``auth`` is)."""
+"""The reason a parent reads when their grant is gone (the row's error_kind is ``google_revoked``)."""
 
 MAX_OVERRIDES = 5
 MAX_REMINDER_MINUTES = 40320
 REQUESTS_PER_MINUTE = 600
 DEFAULT_TIMEOUT = 20.0
 
+_FAILED: Literal[EventOutcome.FAILED] = EventOutcome.FAILED
+_RETRY: Literal[EventOutcome.RETRY] = EventOutcome.RETRY
 _RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"})
 _GONE = (404, 410)
 _TRANSPORT_ERRORS = (OSError, httplib2.HttpLib2Error, http.client.HTTPException,
@@ -204,9 +198,9 @@ class Failure:
     another call.
     """
 
-    outcome: Literal["failed", "retry"]
+    outcome: Literal[EventOutcome.FAILED, EventOutcome.RETRY]
     message: str
-    kind: str | None = None
+    kind: ErrorKind
     stop_user: bool = False
 
 
@@ -221,22 +215,25 @@ def classify_http_error(status: int, reason: str | None, message: str | None) ->
     what = f"{status} {reason}" if reason else str(status)
     detail = f"{what}: {message}" if message else what
     if status == 429 or (status == 403 and reason in _RATE_REASONS):
-        return Failure("retry", f"Google Calendar rate limit ({detail}); trying again later",
-                       stop_user=True)
+        return Failure(_RETRY, f"Google Calendar rate limit ({detail}); trying again later",
+                       ErrorKind.GOOGLE_RATE_LIMITED, stop_user=True)
     if status >= 500:
-        return Failure("retry", f"Google Calendar is unavailable ({detail}); trying again later", kind=UNAVAILABLE)
+        return Failure(_RETRY, f"Google Calendar is unavailable ({detail}); trying again later",
+                       ErrorKind.GOOGLE_UNAVAILABLE)
     if status == 401:
-        return Failure("retry", f"Google Calendar did not accept a fresh access token ({detail})",
-                       stop_user=True)
+        return Failure(_RETRY, f"Google Calendar did not accept a fresh access token ({detail})",
+                       ErrorKind.GOOGLE_UNAVAILABLE, stop_user=True)
     if status in (409, 412):
-        return Failure("retry", f"Google Calendar reported a conflict ({detail}); trying again later")
+        return Failure(_RETRY, f"Google Calendar reported a conflict ({detail}); trying again later",
+                       ErrorKind.GOOGLE_UNAVAILABLE)
     if status == 400:
-        return Failure("failed", f"Google Calendar rejected the event ({detail})")
+        return Failure(_FAILED, f"Google Calendar rejected the event ({detail})", ErrorKind.GOOGLE_REFUSED)
     if status == 403:
-        return Failure("failed", f"Google Calendar refused the change ({detail})")
+        return Failure(_FAILED, f"Google Calendar refused the change ({detail})", ErrorKind.GOOGLE_REFUSED)
     if status in _GONE:
-        return Failure("failed", f"Google Calendar has no such calendar or entry ({detail})")
-    return Failure("failed", f"Google Calendar answered {detail}")
+        return Failure(_FAILED, f"Google Calendar has no such calendar or entry ({detail})",
+                       ErrorKind.GOOGLE_REFUSED)
+    return Failure(_FAILED, f"Google Calendar answered {detail}", ErrorKind.GOOGLE_REFUSED)
 
 
 def classify_exception(exc: BaseException, *, service_account_used: bool = False) -> Failure | None:
@@ -255,17 +252,18 @@ def classify_exception(exc: BaseException, *, service_account_used: bool = False
         text = str(exc.args[0]) if exc.args else str(exc)
         if text.startswith("invalid_grant"):
             if service_account_used:
-                return Failure("retry", f"Google refused the service account's key ({text}); "
-                               "check GOOGLE_CLIENT_EMAIL and GOOGLE_PRIVATE_KEY", stop_user=True)
-            return Failure("failed", REVOKED_REASON, kind=AUTH, stop_user=True)
+                return Failure(_RETRY, f"Google refused the service account's key ({text}); "
+                               "check GOOGLE_CLIENT_EMAIL and GOOGLE_PRIVATE_KEY", ErrorKind.GOOGLE_CONFIG,
+                               stop_user=True)
+            return Failure(_FAILED, REVOKED_REASON, ErrorKind.GOOGLE_REVOKED, stop_user=True)
         if text.startswith(("invalid_client", "unauthorized_client")):
-            return Failure("retry", f"Google refused the OAuth client ({text}); "
-                           "check GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET", stop_user=True)
-        return Failure("retry", f"could not get a Google access token ({text}); trying again later",
-                       kind=UNAVAILABLE, stop_user=True)
+            return Failure(_RETRY, f"Google refused the OAuth client ({text}); "
+                           "check GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET", ErrorKind.GOOGLE_CONFIG, stop_user=True)
+        return Failure(_RETRY, f"could not get a Google access token ({text}); trying again later",
+                       ErrorKind.GOOGLE_UNAVAILABLE, stop_user=True)
     if isinstance(exc, _TRANSPORT_ERRORS):
-        return Failure("retry", f"could not reach Google ({type(exc).__name__}: {exc}); trying again later",
-                       kind=UNAVAILABLE, stop_user=True)
+        return Failure(_RETRY, f"could not reach Google ({type(exc).__name__}: {exc}); trying again later",
+                       ErrorKind.GOOGLE_UNAVAILABLE, stop_user=True)
     return None
 
 
@@ -295,20 +293,17 @@ def http_error_parts(err: HttpError) -> tuple[int, str | None, str | None]:
 # --- outcomes -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CalendarResult(CalendarOutcome):
-    """A :class:`CalendarOutcome` with the error's kind (``auth``) for ``calendar_error_kind``."""
-
-    error_kind: str | None = None
+def _synced(calendar_id: str | None) -> CalendarOutcome:
+    return CalendarOutcome(EventOutcome.SYNCED, calendar_id)
 
 
-def _synced(calendar_id: str | None) -> CalendarResult:
-    return CalendarResult("synced", calendar_id)
-
-
-def _from_failure(failure: Failure, row: EventRow) -> CalendarResult:
-    """The outcome of a failure: the entry id stays what the database has."""
-    return CalendarResult(failure.outcome, row.google_calendar_id, failure.message, failure.kind)
+def _from_failure(failure: Failure, row: EventRow) -> CalendarOutcome:
+    """The outcome of a failure: the entry id stays what the database has. The parent's refresh
+    token is taken out of the reason whatever shape a library's message gave it."""
+    message = failure.message
+    if row.google_refresh_token:
+        message = message.replace(row.google_refresh_token, "***")
+    return CalendarOutcome(failure.outcome, row.google_calendar_id, logs.scrub(message), failure.kind)
 
 
 # --- plumbing -----------------------------------------------------------------------------------
@@ -459,7 +454,7 @@ class CalendarSync:
         outcomes: dict[str, CalendarOutcome] = {}
         by_user: dict[str, list[EventRow]] = {}
         for row in events:
-            if row.status != "cancelled" and planner.event_problem(
+            if row.status != EventStatus.CANCELLED and planner.event_problem(
                     row.title, row.start_ts, row.end_ts, row.location, row.prep_items) is not None:
                 continue
             if self._access_for(row) is None:
@@ -469,14 +464,15 @@ class CalendarSync:
         # Busiest users first: each user's events are sequential, so starting the longest queues
         # early keeps the pool busy to the end of the batch instead of waiting on one late user.
         busiest = sorted(by_user, key=lambda user: len(by_user[user]), reverse=True)
-        futures: dict[str, Future[dict[str, CalendarResult]]] = {
+        futures: dict[str, Future[dict[str, CalendarOutcome]]] = {
             user: self._executor.submit(self._sync_user, by_user[user]) for user in busiest}
         for user, future in futures.items():
             try:
                 outcomes.update(future.result())
             except Exception:  # a bug must not cost other users their sync
                 logs.get().exception("calendar.user_crashed")
-                failure = Failure("retry", "unexpected error while syncing the calendar; trying again later")
+                failure = Failure(_RETRY, "unexpected error while syncing the calendar; trying again later",
+                                  ErrorKind.GOOGLE_UNAVAILABLE)
                 outcomes.update((r.id, _from_failure(failure, r)) for r in by_user[user])
         logs.event("calendar.sync", events=len(events), users=len(by_user), requests=self.requests,
                    refreshes=sum(self.refreshes.values()), duration_s=round(time.monotonic() - started, 3),
@@ -504,12 +500,12 @@ class CalendarSync:
                            service_account=True, lock=self._sa.lock)
         return None
 
-    def _sync_user(self, rows: Sequence[EventRow]) -> dict[str, CalendarResult]:
+    def _sync_user(self, rows: Sequence[EventRow]) -> dict[str, CalendarOutcome]:
         """One user's events, in order, on this thread's lane."""
         lane = self._lane()
         access = self._access_for(rows[0])
         assert access is not None  # sync() grouped only users with access
-        out: dict[str, CalendarResult] = {}
+        out: dict[str, CalendarOutcome] = {}
         stop: Failure | None = None
         authed: google_auth_httplib2.AuthorizedHttp | None = None
         for row in rows:
@@ -524,9 +520,11 @@ class CalendarSync:
                 out[row.id] = self._sync_event(row, access, lane, authed)
             except Exception as exc:
                 failure = classify_exception(exc, service_account_used=access.service_account)
-                if failure is None:
-                    raise
-                if failure.kind == AUTH and row.google_refresh_token:
+                if failure is None:  # not Google's answer: something about this event; it fails alone
+                    logs.get().exception("calendar.event_crashed", extra={"fields": {"event_id": row.id}})
+                    failure = Failure(_FAILED, f"cannot put this event into Google Calendar: {type(exc).__name__}: "
+                                      f"{exc}", ErrorKind.INVALID_ROW)
+                if failure.kind is ErrorKind.GOOGLE_REVOKED and row.google_refresh_token:
                     with self._lock:
                         self._revoked.add((str(row.user_id), row.google_refresh_token))
                 out[row.id] = _from_failure(failure, row)
@@ -556,9 +554,9 @@ class CalendarSync:
             access.credentials.refresh(lane.auth_request)
 
     def _sync_event(self, row: EventRow, access: _Access, lane: _Lane,
-                    authed: google_auth_httplib2.AuthorizedHttp) -> CalendarResult:
+                    authed: google_auth_httplib2.AuthorizedHttp) -> CalendarOutcome:
         ours = calendar_event_id(row.id)
-        if row.status == "cancelled":
+        if row.status == EventStatus.CANCELLED:
             target = row.google_calendar_id or ours  # NULL id: a crash may still have left ours behind
             try:
                 self._call(access, authed, lane.events.delete(calendarId=access.calendar_id, eventId=target))
@@ -585,7 +583,7 @@ class CalendarSync:
         return _synced(row.google_calendar_id)
 
     def _insert_or_restore(self, row: EventRow, access: _Access, lane: _Lane,
-                           authed: google_auth_httplib2.AuthorizedHttp) -> CalendarResult:
+                           authed: google_auth_httplib2.AuthorizedHttp) -> CalendarOutcome:
         ours = calendar_event_id(row.id)
         try:
             self._call(access, authed, lane.events.insert(

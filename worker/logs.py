@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -19,7 +20,12 @@ _LOGGER_NAME = "reminder_worker"
 
 # Shapes of secrets that must never be written: Expo push tokens, Google refresh/access tokens,
 # JWTs (Supabase keys), Supabase secret keys, PEM blocks, bearer headers, passwords in URLs.
-_SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+def _mask_value(m: re.Match[str]) -> str:
+    quoted = m.group(0)[len(m.group(1)):].startswith('"')
+    return m.group(1) + ('"***"' if quoted else "***")
+
+
+_SECRET_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"Expo(?:nent)?PushToken\[[^\]]*\]"), "ExpoPushToken[***]"),
     (re.compile(r"\b1//[0-9A-Za-z_\-]{8,}"), "***"),
     (re.compile(r"\bya29\.[0-9A-Za-z_\-.]+"), "***"),
@@ -27,8 +33,15 @@ _SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bsb_secret_[0-9A-Za-z_\-]+"), "***"),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)", re.S), "***"),
     (re.compile(r"(?i)(bearer\s+)[^\s\"',]+"), r"\1***"),
-    (re.compile(r"(?i)(refresh_token|access_token|client_secret|apikey|password)(\"?\s*[=:]\s*\"?)[^\s\"'&,]+"),
-     r"\1\2***"),
+    # name=value, where the name says token, secret, password or key (client_secret=...,
+    # refresh_token=..., apikey=...): the value goes.
+    (re.compile(r"(?i)\b([\w.-]*(?:token|secret|password|passwd|apikey|api_key|private_key)[\w.-]*)=[^\s\"'&,;)]+"),
+     r"\1=***"),
+    # "name": "value" and name: value likewise; numbers, true, false and null stay (they are counts,
+    # and a JSON log line must stay JSON).
+    (re.compile(r"(?i)\b([\w.-]*(?:token|secret|password|passwd|apikey|api_key|private_key)[\w.-]*\"?\s*:\s*)"
+                r"(?:\"[^\"]*\"|(?!(?:-?\d[\d.]*|true|false|null)(?:[\s\"'&,;)}\]]|$))[^\s\"'&,;)}\]]+)"),
+     _mask_value),
     (re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)"), r"\1***\2"),
 ]
 
@@ -49,6 +62,17 @@ def scrub(text: str) -> str:
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def sanitize(text: str) -> str:
+    """Text fit to store in a row: scrubbed of secrets, without NUL characters (Postgres text
+    cannot hold them) and without lone surrogates (they cannot be encoded as UTF-8)."""
+    clean = scrub(text).replace("\x00", "")
+    try:
+        clean.encode("utf-8")
+    except UnicodeEncodeError:
+        clean = clean.encode("utf-8", "replace").decode("utf-8")
+    return clean
 
 
 class _JsonFormatter(logging.Formatter):
@@ -86,6 +110,11 @@ def setup(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) 
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+
+
+# Silent until setup(): a library-style NullHandler keeps Python's last-resort handler from printing
+# bare event names on stderr (e.g. while a run that exits 2 tries to record itself).
+logging.getLogger(_LOGGER_NAME).addHandler(logging.NullHandler())
 
 
 def get() -> logging.Logger:

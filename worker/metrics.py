@@ -17,7 +17,7 @@ from worker import logs
 
 if TYPE_CHECKING:
     from worker.config import Settings
-    from worker.passes import PassResult
+    from worker.steps.context import PassResult
 
 JOB = "reminder_worker"
 PUSH_TIMEOUT_SECONDS = 5.0

@@ -57,8 +57,15 @@ def timezone_for(name: str | None) -> tuple[tzinfo, bool]:
         return UTC, True
     try:
         return ZoneInfo(name), True
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return UTC, False
+
+
+def timezone_problem(name: str) -> str:
+    """The reason a parent's time zone makes their events and reminders fail."""
+    shown = name if len(name) <= 60 else name[:57] + "..."
+    return (f"the owner's time zone {shown!r} (profiles.timezone) is not one the worker knows: use an IANA name "
+            "such as Europe/Berlin; their events are synced again once it is fixed")
 
 
 def uses_12_hour_clock(zone_name: str | None) -> bool:

@@ -3,9 +3,17 @@
 * 100 messages a request (Expo's limit), several requests in flight on one pooled
   ``requests.Session``, and a client-side rate limit (Expo allows 600 notifications/s per project).
 * In-pass retries (tenacity) of network errors, 429 and 5xx only; a 400 is never retried.
-* Each outcome is classified for the database: ``sent``, ``retry`` (transient: counts an attempt,
-  backs off), ``failed`` (permanent), or ``deferred`` (our credentials were refused: the reminder is
-  not at fault, so no attempt is counted).
+* One request's outcome is ready as soon as that request returns (:meth:`ExpoPusher.submit` gives a
+  future per request), so the push step records it at once: a pass killed at any instant can only
+  have sent twice what was in flight.
+* Each outcome is classified for the database (:class:`~worker.vocabulary.PushOutcome` with an
+  :class:`~worker.vocabulary.ErrorKind`): ``sent``; ``retry`` (transient: counts an attempt, backs
+  off); ``failed`` (permanent); ``deferred`` (the project's credentials were refused: 401,
+  ``InvalidCredentials``, ``MismatchSenderId``; the reminder is not at fault, no attempt counted).
+* Whole-request refusals that concern only some of its messages are taken apart, not failed:
+  ``PUSH_TOO_MANY_EXPERIENCE_IDS`` (tokens of several Expo projects) is split by project as its
+  ``details`` say, and a 400 for a request of several messages is halved until the message Expo
+  refuses is alone.
 
 The SDK is used for what it does well (request shape, response validation, ticket parsing); two
 of its habits are worked around: its token check refuses the newer ``ExpoPushToken[...]`` form, and
@@ -16,15 +24,17 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from worker import logs
 from worker.logs import scrub
 from worker.planner import is_expo_push_token
+from worker.retry import RateLimiter, http_retrying
+from worker.vocabulary import ErrorKind, PushOutcome
 
 if TYPE_CHECKING:
     from exponent_server_sdk import PushClient
@@ -57,10 +67,24 @@ class Delivery:
     """What became of one message."""
 
     reminder_id: str
-    outcome: str  # sent | retry | failed | deferred
+    outcome: PushOutcome
     error: str | None = None
     ticket_id: str | None = None
     clear_token: bool = False
+    kind: ErrorKind | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestResult:
+    """What one request (or the requests it was split into) did for its messages.
+
+    ``answered``: Expo answered (not only network errors and 5xx); ``refused``: Expo refused our
+    access token (401/403), so no other request of this pass will fare better.
+    """
+
+    deliveries: list[Delivery]
+    answered: bool
+    refused: bool = False
 
 
 class PushUnavailable(Exception):
@@ -88,43 +112,6 @@ class ReceiptsUnavailable(PushUnavailable):
         super().__init__(reason)
         self.receipts = receipts
         self.unanswered = unanswered
-
-
-class PendingSend:
-    """Requests of one batch in flight; :meth:`result` waits for all of them."""
-
-    def __init__(self, futures: list[Future[tuple[list[Delivery], bool]]]) -> None:
-        self._futures = futures
-
-    def result(self) -> tuple[list[Delivery], bool]:
-        deliveries: list[Delivery] = []
-        answered = not self._futures
-        for f in self._futures:
-            chunk_deliveries, chunk_answered = f.result()
-            deliveries.extend(chunk_deliveries)
-            answered = answered or chunk_answered
-        return deliveries, answered
-
-
-class _RateLimiter:
-    """At most ``rate`` messages a second across threads, with one second of burst."""
-
-    def __init__(self, rate: float) -> None:
-        self._interval = 1.0 / rate if rate > 0 else 0.0
-        self._burst = rate
-        self._next = time.monotonic()
-        self._lock = threading.Lock()
-
-    def acquire(self, n: int) -> None:
-        if self._interval == 0.0:
-            return
-        with self._lock:
-            now = time.monotonic()
-            start = max(self._next, now - self._burst * self._interval)
-            self._next = start + n * self._interval
-            wait = self._next - now - self._burst * self._interval
-        if wait > 0:
-            time.sleep(wait)
 
 
 class _Transient(Exception):
@@ -185,65 +172,75 @@ class ExpoPusher:
         )
         self._message_cls = _sdk_message_class()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="expo")
-        self._limiter = _RateLimiter(rate_limit)
+        # Expo counts arrivals: a window a little over a second keeps jitter from fitting 7 x 100 in one.
+        self._limiter = RateLimiter(rate_limit, window=1.05)
         self._attempts = max(request_attempts, 1)
         self._retry_wait = retry_wait
         self.requests_made = 0
+        self._count_lock = threading.Lock()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
         self._session.close()
 
     def send(self, messages: Sequence[Outbound]) -> tuple[list[Delivery], bool]:
-        """Send all messages; returns every delivery and whether Expo answered at least once."""
-        return self.start(messages).result()
-
-    def start(self, messages: Sequence[Outbound]) -> PendingSend:
-        """Put all messages on the wire (in the background) and return at once.
-
-        The pass claims and prepares its next batch while this one is in flight, so Expo's
-        latency and the database's never add up.
-        """
+        """Send all messages and wait; returns every delivery and whether Expo answered at least once."""
         chunks = [messages[i:i + MAX_MESSAGES_PER_REQUEST] for i in range(0, len(messages), MAX_MESSAGES_PER_REQUEST)]
-        return PendingSend([self._pool.submit(self._send_chunk, c) for c in chunks])
+        results = [f.result() for f in [self.submit(c) for c in chunks]]
+        return [d for r in results for d in r.deliveries], not results or any(r.answered for r in results)
 
-    def _send_chunk(self, chunk: Sequence[Outbound]) -> tuple[list[Delivery], bool]:
+    def submit(self, messages: Sequence[Outbound]) -> Future[RequestResult]:
+        """Put one request (at most 100 messages) on the wire in the background; its future is done
+        when Expo answered it (or the in-pass retries gave up)."""
+        if len(messages) > MAX_MESSAGES_PER_REQUEST:
+            raise ValueError(f"at most {MAX_MESSAGES_PER_REQUEST} messages a request")
+        return self._pool.submit(self._send_request, list(messages))
+
+    def _send_request(self, chunk: list[Outbound]) -> RequestResult:
         from exponent_server_sdk import PushServerError
 
         self._limiter.acquire(len(chunk))
         try:
             tickets = self._publish_with_retries(chunk)
         except _Refused as exc:
-            return [Delivery(m.reminder_id, "deferred", str(exc)) for m in chunk], False
+            return RequestResult(_all(chunk, PushOutcome.DEFERRED, str(exc), ErrorKind.EXPO_CREDENTIALS),
+                                 answered=False, refused=True)
         except _Transient as exc:
-            return [Delivery(m.reminder_id, "retry", str(exc)) for m in chunk], False
-        except PushServerError as exc:  # a 400: the request itself is wrong; retrying cannot help
+            return RequestResult(_all(chunk, PushOutcome.RETRY, str(exc), ErrorKind.EXPO_UNAVAILABLE), answered=False)
+        except PushServerError as exc:  # a 4xx: the request itself is refused; retrying it as is cannot help
+            return self._take_apart(chunk, exc)
+        except Exception as exc:  # a bug must still give every message an outcome, and stay in its request
+            logs.get().exception("expo.request_crashed")
+            reason = f"unexpected error sending to Expo: {type(exc).__name__}"
+            return RequestResult(_all(chunk, PushOutcome.RETRY, reason, ErrorKind.EXPO_UNAVAILABLE), answered=False)
+        return RequestResult([_classify(m, t) for m, t in zip(chunk, tickets, strict=True)], answered=True)
+
+    def _take_apart(self, chunk: list[Outbound], exc: Any) -> RequestResult:
+        """A request refused as a whole, for what may be only some of its messages."""
+        code = _server_error_code(exc)
+        parts: list[list[Outbound]] = []
+        if code == "PUSH_TOO_MANY_EXPERIENCE_IDS":
+            parts = _split_by_project(chunk, _server_error_details(exc))
+        elif len(chunk) > 1 and code not in _WHOLE_REQUEST_CODES:
+            half = len(chunk) // 2
+            parts = [chunk[:half], chunk[half:]]
+        if len(parts) < 2:
             reason = f"Expo refused the request: {_server_error_text(exc)}"
-            return [Delivery(m.reminder_id, "failed", reason) for m in chunk], True
-        return [_classify(m, t) for m, t in zip(chunk, tickets, strict=True)], True
+            return RequestResult(_all(chunk, PushOutcome.FAILED, reason, ErrorKind.EXPO_REJECTED), answered=True)
+        results = [self._send_request(part) for part in parts]
+        return RequestResult([d for r in results for d in r.deliveries], answered=any(r.answered for r in results),
+                             refused=any(r.refused for r in results))
 
     def _publish_with_retries(self, chunk: Sequence[Outbound]) -> list[Any]:
-        from tenacity import (
-            Retrying,
-            retry_if_exception_type,
-            stop_after_attempt,
-            wait_exponential_jitter,
-        )
-
-        retrying = Retrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(multiplier=self._retry_wait, max=5.0, jitter=self._retry_wait),
-            retry=retry_if_exception_type(_Transient),
-            reraise=True,
-        )
-        for attempt in retrying:
+        for attempt in http_retrying(self._attempts, self._retry_wait, _Transient):
             with attempt:
                 return self._publish_once(chunk)
         raise AssertionError("unreachable")
 
     def _publish_once(self, chunk: Sequence[Outbound]) -> list[Any]:
         sdk_messages = [self._to_sdk(m) for m in chunk]
-        self.requests_made += 1
+        with self._count_lock:
+            self.requests_made += 1
         with _classified_errors():
             return list(self._client.publish_multiple(sdk_messages))
 
@@ -280,16 +277,9 @@ class ExpoPusher:
 
     def _receipts_chunk(self, ids: list[str]) -> tuple[dict[str, Receipt], str | None]:
         from exponent_server_sdk import PushServerError
-        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-        retrying = Retrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=wait_exponential_jitter(multiplier=self._retry_wait, max=5.0, jitter=self._retry_wait),
-            retry=retry_if_exception_type(_Transient),
-            reraise=True,
-        )
         try:
-            for attempt in retrying:
+            for attempt in http_retrying(self._attempts, self._retry_wait, _Transient):
                 with attempt:
                     return self._receipts_once(ids), None
         except (_Refused, _Transient) as exc:
@@ -302,7 +292,8 @@ class ExpoPusher:
         from exponent_server_sdk import PushTicket
 
         tickets = [PushTicket(push_message=None, status="ok", message="", details=None, id=i) for i in ids]
-        self.requests_made += 1
+        with self._count_lock:
+            self.requests_made += 1
         try:
             with _classified_errors():
                 answer = self._client.check_receipts_multiple(tickets)
@@ -358,18 +349,63 @@ def _server_error_text(exc: Any) -> str:
     return scrub(str(getattr(exc, "message", None) or exc))
 
 
+#: Ticket errors that are the project's, not the message's: Expo's FCM/APNs credentials for the app.
+CREDENTIAL_ERRORS = frozenset({"InvalidCredentials", "MismatchSenderId"})
+# 400 codes that refuse a request for what it is as a whole: halving it cannot help.
+_WHOLE_REQUEST_CODES = frozenset({"PUSH_TOO_MANY_NOTIFICATIONS", "PUSH_TOO_MANY_RECEIPTS", "UNAUTHORIZED"})
+
+
+def _all(chunk: Sequence[Outbound], outcome: PushOutcome, reason: str, kind: ErrorKind) -> list[Delivery]:
+    return [Delivery(m.reminder_id, outcome, reason, kind=kind) for m in chunk]
+
+
+def _server_error_code(exc: Any) -> str | None:
+    errors = getattr(exc, "errors", None) or []
+    if errors and isinstance(errors[0], dict):
+        code = errors[0].get("code")
+        return str(code) if code else None
+    return None
+
+
+def _server_error_details(exc: Any) -> Any:
+    errors = getattr(exc, "errors", None) or []
+    return errors[0].get("details") if errors and isinstance(errors[0], dict) else None
+
+
+def _split_by_project(chunk: list[Outbound], details: Any) -> list[list[Outbound]]:
+    """The messages of a request refused with PUSH_TOO_MANY_EXPERIENCE_IDS, one part per project.
+
+    ``details`` maps each experience id to its tokens in the request. A token it does not name goes
+    alone: it may belong to yet another project.
+    """
+    project: dict[str, str] = {}
+    if isinstance(details, dict):
+        for experience, tokens in details.items():
+            for token in tokens if isinstance(tokens, list) else []:
+                project[str(token)] = str(experience)
+    parts: dict[str, list[Outbound]] = {}
+    for m in chunk:
+        parts.setdefault(project.get(m.token, f"unknown:{m.token}"), []).append(m)
+    return list(parts.values())
+
+
 def _classify(message: Outbound, ticket: Any) -> Delivery:
     if ticket.status == "ok":
-        return Delivery(message.reminder_id, "sent", ticket_id=ticket.id or None)
+        return Delivery(message.reminder_id, PushOutcome.SENT, ticket_id=ticket.id or None)
     details = ticket.details or {}
     error = details.get("error") if isinstance(details, dict) else None
     # Expo's texts quote the token; error_message must not carry it.
     text = scrub(f"{error or 'error'}: {ticket.message}".strip() if ticket.message else (error or "error"))
+    rid = message.reminder_id
     if error == "DeviceNotRegistered":
-        return Delivery(message.reminder_id, "failed", text, clear_token=True)
-    if error in ("MessageTooBig", "InvalidCredentials", "MismatchSenderId"):
-        return Delivery(message.reminder_id, "failed", text)
-    return Delivery(message.reminder_id, "retry", text)
+        return Delivery(rid, PushOutcome.FAILED, text, clear_token=True, kind=ErrorKind.DEVICE_NOT_REGISTERED)
+    if error == "MessageTooBig":
+        return Delivery(rid, PushOutcome.FAILED, text, kind=ErrorKind.EXPO_REJECTED)
+    if error in CREDENTIAL_ERRORS:
+        return Delivery(rid, PushOutcome.DEFERRED, text, kind=ErrorKind.EXPO_CREDENTIALS)
+    if error == "MessageRateExceeded":
+        return Delivery(rid, PushOutcome.RETRY, text, kind=ErrorKind.EXPO_RATE_EXCEEDED)
+    return Delivery(rid, PushOutcome.RETRY, text, kind=ErrorKind.EXPO_UNAVAILABLE)
 
 
 def pusher_from_settings(settings: Any, **overrides: Any) -> ExpoPusher:

@@ -187,7 +187,7 @@ class ReadinessProbe:
         from worker.db import open_gateway
 
         with open_gateway(self._settings) as gateway:
-            return gateway.schema_version()
+            return int(gateway.schema_version(patience=0.0).get("version") or 0)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[int]:
         future: asyncio.Future[int] = loop.create_future()

@@ -16,10 +16,14 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
+from worker.vocabulary import ErrorKind
+
 if TYPE_CHECKING:
     from worker.config import Settings
 
 _OUTCOMES = {0: "ok", 1: "FAILED", 2: "CONFIG"}
+#: A person at a terminal: say quickly that the database cannot be reached.
+STATUS_PATIENCE = 3.0
 
 
 def run_status(settings: Settings, as_json: bool, *, now: datetime | None = None, out: TextIO | None = None) -> int:
@@ -31,7 +35,7 @@ def run_status(settings: Settings, as_json: bool, *, now: datetime | None = None
     clock = now or datetime.now(UTC)
     try:
         with open_gateway(settings) as gateway:
-            doc = gateway.status(clock)
+            doc = gateway.status(clock, patience=STATUS_PATIENCE)
     except (DatabaseUnavailable, DatabaseError) as exc:
         print(f"status: cannot read the database: {exc}", file=sys.stderr)
         return 1
@@ -46,18 +50,22 @@ def run_status(settings: Settings, as_json: bool, *, now: datetime | None = None
 
 
 def _when(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
+    """A time from the document; None for nothing, or for a value Python cannot hold (year 10000,
+    '-infinity'): the view must never be blinded by one row."""
+    if value is None or isinstance(value, datetime):
         return value
-    return datetime.fromisoformat(str(value))
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
 
 
 def ago(value: Any, now: datetime) -> str:
-    """'3m ago', '2h ago', '4d ago'; 'in 5m' for the future; '-' for nothing."""
+    """'3m ago', '2h ago', '4d ago'; 'in 5m' for the future; '-' for nothing; the raw value for a
+    time Python cannot hold."""
     at = _when(value)
     if at is None:
-        return "-"
+        return "-" if value is None else str(value)
     seconds = int((now - at).total_seconds())
     future = seconds < 0
     seconds = abs(seconds)
@@ -74,7 +82,9 @@ def ago(value: Any, now: datetime) -> str:
 
 def _stamp(value: Any) -> str:
     at = _when(value)
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if at else "-"
+    if at is None:
+        return "-" if value is None else str(value)
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _counts(counts: Mapping[str, Any]) -> str:
@@ -120,12 +130,43 @@ def _users(title: str, block: Mapping[str, Any], noun: str, now: datetime) -> li
     return [*lines, ""]
 
 
+#: What an on-call person should do about a pass that failed, by its error kind.
+_ACTIONS = {
+    ErrorKind.EXPO_CREDENTIALS: "Expo refused the project's credentials: check EXPO_ACCESS_TOKEN and the app's push "
+                                "credentials at expo.dev; held reminders go out once they are fixed",
+    ErrorKind.EXPO_UNAVAILABLE: "Expo could not be reached or kept failing: reminders retry with backoff",
+    ErrorKind.GOOGLE_UNAVAILABLE: "Google Calendar could not be reached: events retry with backoff",
+    ErrorKind.DATABASE_UNAVAILABLE: "the database could not be reached: check DATABASE_URL / the Data API",
+    ErrorKind.SCHEMA: "the database's schema is older than the code: run `python worker/main.py migrate`",
+    ErrorKind.CONFIG: "the configuration is invalid: `python worker/main.py check` names the variable",
+}
+
+
+def _attention(doc: Mapping[str, Any], now: datetime) -> list[str]:
+    """The first lines: what needs a person now, if anything."""
+    last = doc.get("last_problem")
+    rem = doc.get("reminders") or {}
+    lines: list[str] = []
+    if isinstance(last, Mapping) and not last.get("since_ok"):
+        kind = str(last.get("error_kind") or "")
+        action = _ACTIONS.get(ErrorKind(kind)) if kind in ErrorKind._value2member_map_ else None
+        lines.append(f"ATTENTION: the last pass failed {ago(last.get('recorded_at'), now)} and none has succeeded "
+                     f"since: {_shorten(str(last.get('error') or ''), 120)}")
+        if action:
+            lines.append(f"  what to do: {action}")
+    held = int(rem.get("held_expo_credentials") or 0)
+    if held:
+        lines.append(f"ATTENTION: {held} reminder(s) held because Expo refused the project's push credentials")
+    return [*lines, ""] if lines else []
+
+
 def render(doc: Mapping[str, Any], now: datetime) -> str:
     """The status document as a terminal table."""
     rem = doc.get("reminders") or {}
     ev = doc.get("events") or {}
     lines = [f"reminder-worker status at {_stamp(doc.get('now') or now)} UTC "
              f"(schema version {doc.get('schema_version', '?')})", ""]
+    lines += _attention(doc, now)
     lines += _runs(doc, now)
     oldest = rem.get("oldest_due")
     lines += [
@@ -134,6 +175,7 @@ def render(doc: Mapping[str, Any], now: datetime) -> str:
         f"  {'in flight (sending)':<26}{rem.get('in_flight', 0):>7}"
         + (f"   lapsed leases: {rem['in_flight_lapsed']}" if rem.get("in_flight_lapsed") else ""),
         f"  {'waiting for retry':<26}{rem.get('waiting_retry', 0):>7}",
+        f"  {'held: Expo credentials':<26}{rem.get('held_expo_credentials', 0):>7}",
         f"  {'waiting for a receipt':<26}{rem.get('awaiting_receipt', 0):>7}",
         "",
         "Failed in the last 24 h, by reason",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import socket
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -107,20 +105,8 @@ def test_unreachable_database_is_exit_1(private_key_pem: str) -> None:
     _no_secrets(output, private_key_pem)
 
 
-@pytest.fixture
-def empty_db_url(pg_admin_url: str) -> Iterator[str]:
-    name = f"empty_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield _with_password(pg_admin_url, name)
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
 def test_a_database_never_migrated_is_behind(empty_db_url: str, private_key_pem: str) -> None:
-    done = worker("check", env=_good_env(empty_db_url, private_key_pem))
+    done = worker("check", env=_good_env(_with_password(empty_db_url), private_key_pem))
     output = done.stdout + done.stderr
     assert done.returncode == 1, output
     problems = [line for line in done.stdout.splitlines() if line.startswith("problem:")]
@@ -133,7 +119,8 @@ def test_a_migration_edited_after_it_was_applied_is_reported(db: psycopg.Connect
     db.execute("UPDATE worker.schema_migrations SET checksum = 'edited' WHERE version = 1")
     done = worker("check", env=_good_env(_with_password(db_url), private_key_pem))
     assert done.returncode == 1, done.stdout + done.stderr
-    assert any(line.startswith("problem: sql/001_") and "edited" in line for line in done.stdout.splitlines())
+    assert any(line.startswith("problem: sql/migrations/001_") and "changed after it was applied" in line
+               for line in done.stdout.splitlines()), done.stdout
 
 
 def test_missing_expo_token_and_trigger_token_are_warnings(db_url: str, private_key_pem: str) -> None:

@@ -57,7 +57,7 @@ def test_the_trigger_comes_from_worker_trigger_or_the_flag(db: psycopg.Connectio
 
 
 def test_loop_passes_are_recorded_as_loop(db: psycopg.Connection[Any], db_url: str, expo: ExpoStandIn) -> None:
-    proc = start_worker("run", "--loop", "--interval", "0.1", env=_env(db_url, expo.url, WORKER_TRIGGER="cron"))
+    proc = start_worker("run", "--loop", "--interval", "1", env=_env(db_url, expo.url, WORKER_TRIGGER="cron"))
     try:
         deadline = time.monotonic() + 30
         while len(_runs(db)) < 2 and time.monotonic() < deadline:

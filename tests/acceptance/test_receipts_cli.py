@@ -34,9 +34,9 @@ def _summary(stderr: str) -> dict[str, Any]:
     return found[-1]
 
 
-def _run(env: dict[str, str], at: datetime) -> dict[str, Any]:
+def _run(env: dict[str, str], at: datetime, exit_code: int = 0) -> dict[str, Any]:
     done = worker("run", "--now", at.isoformat(), env=env)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == exit_code, done.stderr
     summary = _summary(done.stderr)
     summary["_lines"] = _lines(done.stderr)
     return summary
@@ -67,11 +67,13 @@ def test_receipts_ok_each_error_and_missing(db: psycopg.Connection[Any], db_url:
     assert early["receipts_ok"] == 0
     assert expo.receipt_requests == []
 
-    checked = _run(env, NOW + timedelta(minutes=16))
-    assert {k: checked[k] for k in ("receipts_ok", "receipts_failed", "receipts_resent", "receipts_missing",
-                                    "receipts_unknown", "tokens_cleared")} == {
-        "receipts_ok": 1, "receipts_failed": 4, "receipts_resent": 1, "receipts_missing": 1,
-        "receipts_unknown": 0, "tokens_cleared": 1}
+    # InvalidCredentials / MismatchSenderId are the operator's to fix: the pass exits 1 and says so.
+    checked = _run(env, NOW + timedelta(minutes=16), exit_code=1)
+    assert checked["error_kind"] == "expo_credentials"
+    assert {k: checked[k] for k in ("receipts_ok", "receipts_failed", "receipts_resent", "receipts_deferred",
+                                    "receipts_missing", "receipts_unknown", "tokens_cleared")} == {
+        "receipts_ok": 1, "receipts_failed": 2, "receipts_resent": 1, "receipts_deferred": 2,
+        "receipts_missing": 1, "receipts_unknown": 0, "tokens_cleared": 1}
     loud = [d for d in checked["_lines"] if d["event"] == "expo.credentials_invalid"]
     assert len(loud) == 1
     assert loud[0]["level"] == "error"
@@ -83,16 +85,18 @@ def test_receipts_ok_each_error_and_missing(db: psycopg.Connection[Any], db_url:
     assert (status, receipt) == ("failed", "error")
     assert error.startswith("delivery failed: DeviceNotRegistered")
     assert db.execute("SELECT expo_push_token FROM profiles WHERE id = %s", (gone[0],)).fetchone() == (None,)
-    for _, _, rid in (big, creds, mismatch):
-        assert _row(db, rid)[:2] == ("failed", "error")
+    assert _row(db, big[2])[:2] == ("failed", "error")
+    for _, _, rid in (creds, mismatch):  # held for the operator, no attempt burned
+        assert _row(db, rid)[:3] == ("pending", "error", 0)
     assert _row(db, slow[2])[:3] == ("pending", "error", 1)
     assert _row(db, missing[2])[:2] == ("sent", None)
 
-    resent = _run(env, NOW + timedelta(minutes=20))  # the rate-limited one's backoff is over
-    assert resent["sent"] == 1
+    # The rate-limited one's backoff is over, and so is the held ones' wait: all three go out again.
+    resent = _run(env, NOW + timedelta(minutes=20))
+    assert resent["sent"] == 3
     assert len(expo.sent_to(slow[1])) == 2
 
-    day_later = _run(env, NOW + timedelta(hours=24, minutes=5))
+    day_later = _run(env, NOW + timedelta(hours=24, minutes=5), exit_code=1)  # the held ones' receipts again
     assert day_later["receipts_unknown"] == 1
     assert _row(db, missing[2])[:2] == ("sent", "unknown")
     asked = len(expo.receipt_requests)

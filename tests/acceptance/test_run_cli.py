@@ -79,13 +79,16 @@ def test_a_pass_killed_mid_send_loses_nothing(db: psycopg.Connection[Any], db_ur
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=10)
-    in_flight_at_death = 100  # one request of 100 was on the wire when the process died
+    in_flight_at_death = 100  # at most one request of 100 was on the wire when the process died
     stuck = seed.statuses(db)
-    assert stuck.get("sending", 0) > 0  # the kill left claimed rows behind
+    # Each request's outcome is written as it returns: what the kill leaves claimed is at most the
+    # request in flight and the claimed rows not yet sent.
+    assert stuck.get("sent", 0) >= 100
+    assert stuck.get("sending", 0) <= 200
 
     # Before the lease runs out nobody touches them; after it, a later pass finishes the work.
     early = worker("run", "--now", _at(NOW + timedelta(seconds=60)), env=env)
-    assert early.returncode == 0 and seed.statuses(db).get("sending") == stuck["sending"]
+    assert early.returncode == 0 and seed.statuses(db).get("sending", 0) == stuck.get("sending", 0)
     late = worker("run", "--now", _at(NOW + timedelta(seconds=301)), env=env)
     assert late.returncode == 0, late.stderr
     assert seed.statuses(db) == {"sent": 300}
@@ -135,8 +138,10 @@ def test_transient_expo_failures_back_off_then_succeed(db: psycopg.Connection[An
     ok = worker("run", "--now", _at(t), env=env)
     assert ok.returncode == 0
     assert _summary(ok.stderr)["sent"] == 1
-    assert db.execute("SELECT status, retry_count, sent_at_ts FROM reminders WHERE notify_at_ts <= %s",
-                      (t,)).fetchone() == ("sent", 3, t)
+    status, retries, sent_at = db.execute("SELECT status, retry_count, sent_at_ts FROM reminders "
+                                          "WHERE notify_at_ts <= %s", (t,)).fetchone()
+    assert (status, retries) == ("sent", 3)
+    assert t <= sent_at < t + timedelta(seconds=30)  # the pass's clock starts at --now and moves on
 
 
 def test_five_failures_make_a_reminder_failed(db: psycopg.Connection[Any], db_url: str, expo: ExpoStandIn) -> None:

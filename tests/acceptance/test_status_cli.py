@@ -47,13 +47,13 @@ def seeded(db: psycopg.Connection[Any]) -> dict[str, str]:
     gone = seed.add_parent(db, token=None)
     gone_event = seed.add_event(db, gone, now + timedelta(hours=5))
     for i in range(2):
-        _reminder(db, gone_event, gone, now - timedelta(minutes=40 + i), "failed",
+        _reminder(db, gone_event, gone, now - timedelta(minutes=40 + i), "failed", error_kind="device_not_registered",
                   error_message="delivery failed: DeviceNotRegistered: \"ExponentPushToken[abc]\" is not registered")
 
     revoked = seed.add_parent(db)
     for i in range(2):
         ev = seed.add_event(db, revoked, now + timedelta(days=1, hours=i))
-        db.execute("UPDATE events SET status = 'failed', synced_version = version, "
+        db.execute("UPDATE events SET status = 'failed', synced_version = version, error_kind = 'google_revoked', "
                    "error_message = 'Google access was revoked (invalid_grant)' WHERE id = %s", (ev,))
     seed.add_event(db, parent, now + timedelta(days=2))  # waiting for calendar sync (pending)
     return {"gone": gone, "revoked": revoked}

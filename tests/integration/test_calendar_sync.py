@@ -76,7 +76,7 @@ def parent(db: psycopg.Connection[Any], google: GoogleStandIn, email: str, token
 
 
 def event_row(db: psycopg.Connection[Any], event_id: str) -> dict[str, Any]:
-    cur = db.execute("SELECT status, google_calendar_id, error_message, calendar_error_kind, attempts, "
+    cur = db.execute("SELECT status, google_calendar_id, error_message, error_kind, attempts, "
                      "next_attempt_at, version, synced_version FROM events WHERE id = %s", (event_id,))
     names = [d.name for d in cur.description or []]
     values = cur.fetchone()
@@ -317,10 +317,10 @@ def test_revoked_access_fails_the_users_events_until_the_refresh_token_changes(
     assert failed.counts.events_cancelled == 1
     for event in events:
         row = event_row(db, event)
-        assert (row["status"], row["error_message"], row["calendar_error_kind"]) == (
-            "failed", REVOKED_REASON, "auth")
+        assert (row["status"], row["error_message"], row["error_kind"]) == (
+            "failed", REVOKED_REASON, "google_revoked")
         assert row["google_calendar_id"] == calendar_event_id(event)
-    assert event_row(db, synced)["calendar_error_kind"] == "auth"  # its entry is still in Google
+    assert event_row(db, synced)["error_kind"] == "google_revoked"  # its entry is still in Google
     assert google.refreshes["1//old"] == 2  # one per pass, not one per event
     assert db.execute("SELECT count(*) FROM reminders WHERE status = 'pending'").fetchone() == (6,)
 
@@ -337,7 +337,7 @@ def test_revoked_access_fails_the_users_events_until_the_refresh_token_changes(
     assert back.counts.events_cancelled == 1
     assert [only_entry(google, ANNA, e)["summary"] for e in events] == ["Soccer practice!"] * 2
     assert only_entry(google, ANNA, synced)["status"] == "cancelled"
-    assert {event_row(db, e)["calendar_error_kind"] for e in [*events, synced]} == {None}
+    assert {event_row(db, e)["error_kind"] for e in [*events, synced]} == {None}
 
 
 def test_rate_limited_user_is_retried_with_backoff_then_synced(
@@ -403,7 +403,7 @@ def test_one_users_failures_never_stop_other_users(
     assert event_row(db, a)["status"] == "failed"
     assert (event_row(db, b1)["status"], event_row(db, b2)["status"]) == ("failed", "synced")
     assert "403 forbidden" in event_row(db, b1)["error_message"]
-    assert event_row(db, b1)["calendar_error_kind"] is None
+    assert event_row(db, b1)["error_kind"] == "google_refused"  # not revoked: no reconnect will bring it back
     assert (event_row(db, c1)["status"], event_row(db, c2)["status"]) == ("pending", "synced")
     assert (event_row(db, n)["status"], event_row(db, n)["google_calendar_id"]) == ("synced", None)
     assert event_row(db, bad)["status"] == "failed"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from worker.push import ExpoPusher, Outbound
 from worker.standins.expo import ExpoStandIn
+from worker.vocabulary import ErrorKind
 
 
 def _msg(i: int, token: str) -> Outbound:
@@ -91,5 +92,47 @@ def test_the_rate_limiter_spaces_requests() -> None:
             elapsed = time.monotonic() - started
         finally:
             pusher.close()
-    # 3000 messages at 1000/s with one second of burst need at least ~2 s.
-    assert elapsed >= 1.8
+    # 3000 messages at 1000/s, starting from an empty window: the last ones go out after ~2 s.
+    assert elapsed >= 1.9
+    assert expo.max_messages_in_any_window(1.0) <= 1000
+
+
+def test_a_request_mixing_expo_projects_is_split_by_project() -> None:
+    with ExpoStandIn() as expo:
+        pusher = ExpoPusher(expo.url, rate_limit=0, retry_wait=0)
+        try:
+            msgs = [_msg(i, f"ExponentPushToken[p{i}]") for i in range(98)]
+            msgs += [_msg(98, "ExponentPushToken[project-other-1]"), _msg(99, "ExponentPushToken[project-other-2]")]
+            deliveries, answered = pusher.send(msgs)
+        finally:
+            pusher.close()
+    assert answered
+    assert [d.outcome for d in deliveries].count("sent") == 100
+    assert [r.status for r in expo.requests] == [400, 200, 200]
+    assert sorted(r.message_count for r in expo.requests[1:]) == [2, 98]
+
+
+def test_a_400_for_one_message_is_narrowed_down_to_that_message() -> None:
+    with ExpoStandIn() as expo:
+        pusher = ExpoPusher(expo.url, rate_limit=0, retry_wait=0)
+        try:
+            expo.fail_next(1, status=400, code="VALIDATION_ERROR", message="\"to\" is invalid")
+            # The first request is refused whole; its halves go through (the stand-in refuses once).
+            deliveries, _ = pusher.send([_msg(i, f"ExponentPushToken[t{i}]") for i in range(8)])
+        finally:
+            pusher.close()
+    assert [d.outcome for d in deliveries] == ["sent"] * 8
+    assert [r.message_count for r in expo.requests] == [8, 4, 4]
+
+
+def test_credential_tickets_defer_without_failing() -> None:
+    with ExpoStandIn() as expo:
+        pusher = ExpoPusher(expo.url, rate_limit=0, retry_wait=0)
+        try:
+            deliveries, _ = pusher.send([_msg(1, "ExponentPushToken[ticket-badcreds-1]"),
+                                         _msg(2, "ExponentPushToken[ticket-mismatch-2]"),
+                                         _msg(3, "ExponentPushToken[fine]")])
+        finally:
+            pusher.close()
+    assert [(d.outcome, d.kind) for d in deliveries] == [
+        ("deferred", ErrorKind.EXPO_CREDENTIALS), ("deferred", ErrorKind.EXPO_CREDENTIALS), ("sent", None)]

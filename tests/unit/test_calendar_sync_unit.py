@@ -15,7 +15,8 @@ from googleapiclient.errors import HttpError
 
 from worker import calendar_sync as cs
 from worker.config import ConfigError, Settings
-from worker.db import EventRow
+from worker.records import EventRow
+from worker.vocabulary import ErrorKind, EventOutcome
 
 START = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
 
@@ -126,7 +127,9 @@ def test_overrides_rounded_clamped_deduplicated_at_most_five_nearest_kept() -> N
 def test_http_errors_follow_googles_guide(status: int, reason: str | None, outcome: str, stop: bool) -> None:
     failure = cs.classify_exception(http_error(status, reason, "Some text"))
     assert failure is not None
-    expected_kind = "unavailable" if status >= 500 else None  # Google itself failing, not this user
+    # Google itself failing (5xx) is told apart from what concerns this user or this event.
+    expected_kind = (ErrorKind.GOOGLE_UNAVAILABLE if status >= 500 or status in (401, 409)
+                     else ErrorKind.GOOGLE_RATE_LIMITED if outcome == "retry" else ErrorKind.GOOGLE_REFUSED)
     assert (failure.outcome, failure.stop_user, failure.kind) == (outcome, stop, expected_kind)
     assert str(status) in failure.message
     assert "Some text" in failure.message
@@ -141,7 +144,7 @@ def test_http_error_parts_read_googles_error_shape() -> None:
 def test_invalid_grant_is_revoked_access_for_a_parent_but_retry_for_the_service_account() -> None:
     exc = RefreshError("invalid_grant: Token has been expired or revoked.", {"error": "invalid_grant"})
     parent = cs.classify_exception(exc)
-    assert parent == cs.Failure("failed", cs.REVOKED_REASON, kind="auth", stop_user=True)
+    assert parent == cs.Failure(EventOutcome.FAILED, cs.REVOKED_REASON, ErrorKind.GOOGLE_REVOKED, stop_user=True)
     assert cs.REVOKED_REASON == "Google access was revoked; reconnect Google Calendar in the app"
     robot = cs.classify_exception(exc, service_account_used=True)
     assert robot is not None
@@ -159,7 +162,7 @@ def test_other_refresh_and_network_errors_are_transient() -> None:
                 RefreshError("server_error: try later", {}, retryable=True)):
         failure = cs.classify_exception(exc)
         assert failure is not None
-        assert (failure.outcome, failure.stop_user, failure.kind) == ("retry", True, "unavailable"), exc
+        assert (failure.outcome, failure.stop_user, failure.kind) == ("retry", True, ErrorKind.GOOGLE_UNAVAILABLE), exc
 
 
 def test_unexpected_exceptions_are_not_classified() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 
@@ -19,10 +20,39 @@ def test_defaults() -> None:
     assert s.log_format == "json"
 
 
+def _jwt(role: str) -> str:
+    def part(doc: dict[str, str]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(doc).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'role': role, 'iss': 'supabase'})}.c2lnbmF0dXJl"
+
+
 def test_database_url_wins_and_supabase_alias() -> None:
-    s = Settings.from_env({"EXPO_PUBLIC_SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "k"})
+    s = Settings.from_env({"EXPO_PUBLIC_SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "sb_secret_k"})
     assert s.supabase_url == "https://x.supabase.co"
     s.require_database()
+    assert Settings.from_env({"SUPABASE_URL": "https://x.supabase.co",
+                              "SUPABASE_SERVICE_ROLE_KEY": _jwt("service_role")}).supabase_key is not None
+
+
+@pytest.mark.parametrize(("key", "says"), [
+    ("not-a-key", "neither a JWT"),
+    ("a.b", "neither a JWT"),
+    ("sb_publishable_abc", "publishable"),
+    ("aaa.!!!.ccc", "not a readable JWT"),
+])
+def test_a_malformed_service_key_is_configuration(key: str, says: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": key})
+    assert caught.value.variable == "SUPABASE_SERVICE_ROLE_KEY"
+    assert says in caught.value.reason
+    assert key not in str(caught.value)
+
+
+def test_the_anon_key_is_not_the_service_key() -> None:
+    with pytest.raises(ConfigError, match="'anon'") as caught:
+        Settings.from_env({"SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": _jwt("anon")})
+    assert caught.value.variable == "SUPABASE_SERVICE_ROLE_KEY"
 
 
 @pytest.mark.parametrize("env,variable", [

@@ -20,14 +20,16 @@ import pytest
 
 from worker import logs
 from worker.config import ConfigError, Settings
-from worker.db import ReceiptRow, ReminderRow
 from worker.metrics import push_pass_metrics
-from worker.passes import PassCounts, PassResult, build_message
 from worker.planner import EXPO_MAX_PAYLOAD_BYTES
 from worker.push import RECEIPT_IDS_PER_REQUEST, ExpoPusher, Outbound, Receipt, ReceiptsUnavailable
-from worker.receipts import RECEIPT_HORIZON, receipt_outcome
+from worker.records import ReceiptRow, ReminderRow
 from worker.standins.expo import ExpoStandIn, _payload_size
 from worker.status import ago, render
+from worker.steps.context import PassCounts, PassResult
+from worker.steps.push import build_message
+from worker.steps.receipts import RECEIPT_HORIZON, receipt_outcome
+from worker.vocabulary import ErrorKind, ReceiptOutcome
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 SETTINGS = Settings.from_env({"DATABASE_URL": "postgresql://unused"})
@@ -42,49 +44,61 @@ def _row(sent_ago: timedelta = timedelta(minutes=16), checks: int = 0, retries: 
 
 def test_ok_receipt_confirms_delivery() -> None:
     out = receipt_outcome(_row(), Receipt("ok"), SETTINGS, NOW)
-    assert out["outcome"] == "ok"
-    assert out["error"] is None
-    assert not out["clear_token"]
+    assert out.outcome is ReceiptOutcome.OK
+    assert out.error is None
+    assert not out.clear_token
 
 
 def test_device_not_registered_fails_and_clears_the_token() -> None:
     out = receipt_outcome(_row(), Receipt("error", "DeviceNotRegistered", "gone"), SETTINGS, NOW)
-    assert out["outcome"] == "failed"
-    assert out["clear_token"] is True
-    assert out["error"] == "delivery failed: DeviceNotRegistered: gone"
+    assert out.outcome is ReceiptOutcome.FAILED
+    assert out.clear_token is True
+    assert out.error == "delivery failed: DeviceNotRegistered: gone"
+    assert out.error_kind is ErrorKind.DEVICE_NOT_REGISTERED
 
 
-@pytest.mark.parametrize("code", ["MessageTooBig", "InvalidCredentials", "MismatchSenderId", "SomethingNew"])
+@pytest.mark.parametrize("code", ["MessageTooBig", "SomethingNew"])
 def test_other_errors_fail_without_touching_the_token(code: str) -> None:
     out = receipt_outcome(_row(), Receipt("error", code, None), SETTINGS, NOW)
-    assert out["outcome"] == "failed"
-    assert not out["clear_token"]
-    assert out["error"] == f"delivery failed: {code}"
+    assert out.outcome is ReceiptOutcome.FAILED
+    assert not out.clear_token
+    assert out.error == f"delivery failed: {code}"
+
+
+@pytest.mark.parametrize("code", ["InvalidCredentials", "MismatchSenderId"])
+def test_the_projects_credentials_defer_the_reminder_without_an_attempt(code: str) -> None:
+    out = receipt_outcome(_row(retries=1), Receipt("error", code, None), SETTINGS, NOW, rng=random.Random(4))
+    assert out.outcome is ReceiptOutcome.DEFERRED
+    assert out.error_kind is ErrorKind.EXPO_CREDENTIALS
+    assert out.next_attempt_at is not None and out.next_attempt_at > NOW
+    assert not out.clear_token
 
 
 def test_rate_exceeded_is_sent_again_with_backoff() -> None:
     out = receipt_outcome(_row(retries=2), Receipt("error", "MessageRateExceeded", "slow down"), SETTINGS, NOW,
                           rng=random.Random(1))
-    assert out["outcome"] == "resend"
+    assert out.outcome is ReceiptOutcome.RESEND
     # third failure: nominal base * 2^2, equal jitter keeps at least half of it
-    delay = (out["next_attempt_at"] - NOW).total_seconds()
+    assert out.next_attempt_at is not None
+    delay = (out.next_attempt_at - NOW).total_seconds()
     assert SETTINGS.retry_base_seconds * 2 <= delay <= SETTINGS.retry_base_seconds * 4
 
 
 def test_missing_receipt_is_polled_again_but_never_past_the_horizon() -> None:
     young = receipt_outcome(_row(checks=0), None, SETTINGS, NOW, rng=random.Random(2))
-    assert young["outcome"] == "missing"
-    assert NOW < young["next_check_at"] <= NOW + timedelta(minutes=10)
+    assert young.outcome is ReceiptOutcome.MISSING
+    assert young.next_check_at is not None
+    assert NOW < young.next_check_at <= NOW + timedelta(minutes=10)
     late = _row(sent_ago=RECEIPT_HORIZON - timedelta(minutes=5), checks=6)
     near = receipt_outcome(late, None, SETTINGS, NOW, rng=random.Random(3))
-    assert near["outcome"] == "missing"
-    assert near["next_check_at"] == late.sent_at_ts + RECEIPT_HORIZON
+    assert near.outcome is ReceiptOutcome.MISSING
+    assert near.next_check_at == late.sent_at_ts + RECEIPT_HORIZON
 
 
 def test_missing_receipt_at_24_hours_is_settled_unknown() -> None:
     out = receipt_outcome(_row(sent_ago=RECEIPT_HORIZON), None, SETTINGS, NOW)
-    assert out["outcome"] == "unknown"
-    assert "24 hours" in out["error"]
+    assert out.outcome is ReceiptOutcome.UNKNOWN
+    assert "24 hours" in (out.error or "")
 
 
 # --- our messages are never MessageTooBig ----------------------------------------------------------

@@ -23,9 +23,10 @@ from exponent_server_sdk import (
     PushClient,
     PushMessage,
     PushServerError,
+    PushTicketError,
 )
 
-from worker.standins.expo import ExpoStandIn
+from worker.standins.expo import ExpoStandIn, experience_id_for
 
 OK = "ExponentPushToken[ok-1]"
 REPO = Path(__file__).resolve().parents[2]
@@ -217,3 +218,214 @@ def test_cli_prints_url_and_stops_on_sigterm() -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+# ---------------------------------------------------------------------------- projects (experience ids)
+
+
+@pytest.mark.parametrize(
+    "token, experience_id",
+    [
+        ("ExponentPushToken[ok-1]", "@family/parentpal"),
+        ("ExponentPushToken[project-other-1]", "@family/other"),
+        ("ExpoPushToken[x-project-b2c]", "@family/b2c"),
+        ("ExponentPushToken[project-]", "@family/parentpal"),  # an empty name names no project
+        ("ExponentPushToken[PROJECT-caps]", "@family/parentpal"),  # the marker is lower case
+        ("not-a-token", "@family/parentpal"),
+    ],
+)
+def test_experience_id_for(token: str, experience_id: str) -> None:
+    assert experience_id_for(token) == experience_id
+
+
+def test_mixed_projects_are_refused_as_a_whole(expo: ExpoStandIn, http: requests.Session) -> None:
+    other_a, other_b = "ExponentPushToken[project-other-a]", "ExponentPushToken[project-other-b]"
+    r = _send(http, expo, [{"to": OK, "body": "a"}, {"to": [other_a, other_b, OK], "body": "b"}])
+    assert r.status_code == 400
+    assert r.json() == {
+        "errors": [
+            {
+                "code": "PUSH_TOO_MANY_EXPERIENCE_IDS",
+                "message": "All push notification messages in the same request must be for the same project; "
+                "separate your push notifications by project.",
+                "details": {"@family/parentpal": [OK], "@family/other": [other_a, other_b]},
+            }
+        ]
+    }
+    assert expo.messages == []
+    assert expo.message_times == []
+    assert [(rec.status, rec.message_count) for rec in expo.requests] == [(400, 4)]
+    # Split per project, each request is accepted.
+    assert _send(http, expo, [{"to": [other_a, other_b], "body": "b"}]).status_code == 200
+    assert _send(http, expo, [{"to": OK, "body": "a"}]).status_code == 200
+    assert [m["to"] for m in expo.messages] == [other_a, other_b, OK]
+
+
+def test_sdk_sees_mixed_projects_as_push_server_error(expo: ExpoStandIn) -> None:
+    other = "ExponentPushToken[project-other-1]"
+    with requests.Session() as session:
+        client = PushClient(host=expo.base_url, session=session)
+        with pytest.raises(PushServerError) as excinfo:
+            client.publish_multiple([PushMessage(to=OK, body="a"), PushMessage(to=other, body="b")])
+    assert excinfo.value.message == "Request failed"
+    assert excinfo.value.response.status_code == 400
+    assert excinfo.value.errors is not None
+    [error] = excinfo.value.errors
+    assert error["code"] == "PUSH_TOO_MANY_EXPERIENCE_IDS"
+    assert error["details"] == {"@family/parentpal": [OK], "@family/other": [other]}
+    assert expo.messages == []
+
+
+# ---------------------------------------------------------------------------- token markers
+
+
+@pytest.mark.parametrize(
+    "token, ticket_error, receipt_error",
+    [
+        (OK, None, None),
+        ("ExponentPushToken[ticket-badcreds]", "InvalidCredentials", "-"),
+        ("ExponentPushToken[ticket-mismatch]", "MismatchSenderId", "-"),
+        ("ExponentPushToken[ticket-nul]", "MessageRateExceeded", "-"),
+        ("ExponentPushToken[receipt-badcreds]", None, "InvalidCredentials"),
+        ("ExponentPushToken[receipt-mismatch]", None, "MismatchSenderId"),
+        ("ExponentPushToken[receipt-unregistered]", None, "DeviceNotRegistered"),
+        ("ExponentPushToken[receipt-ratelimited]", None, "MessageRateExceeded"),
+        ("ExponentPushToken[receipt-toobig]", None, "MessageTooBig"),
+        ("ExponentPushToken[unregistered]", "DeviceNotRegistered", "-"),
+        ("ExponentPushToken[ratelimited]", "MessageRateExceeded", "-"),
+        ("ExponentPushToken[badcreds]", None, None),  # no bare "badcreds" marker exists
+        ("ExponentPushToken[mismatch]", None, None),
+        ("ExponentPushToken[project-x-ticket-badcreds]", "InvalidCredentials", "-"),
+    ],
+)
+def test_each_marker_maps_to_its_outcome(
+    expo: ExpoStandIn, http: requests.Session, token: str, ticket_error: str | None, receipt_error: str | None
+) -> None:
+    """``receipt_error`` "-" means there is no receipt because the ticket itself is an error."""
+    [ticket] = _send(http, expo, [{"to": token, "body": "x"}]).json()["data"]
+    if ticket_error is not None:
+        assert ticket["status"] == "error"
+        assert ticket["details"]["error"] == ticket_error
+        assert expo.messages == []
+        return
+    assert ticket["status"] == "ok"
+    assert expo.sent_to(token)
+    receipts = http.post(f"{expo.url}/push/getReceipts", json={"ids": [ticket["id"]]}, timeout=5).json()["data"]
+    if receipt_error is None:
+        assert receipts == {ticket["id"]: {"status": "ok"}}
+    else:
+        assert receipts[ticket["id"]]["status"] == "error"
+        assert receipts[ticket["id"]]["details"]["error"] == receipt_error
+
+
+def test_ticket_markers_share_no_text_with_other_markers() -> None:
+    ticket_markers = ["ticket-badcreds", "ticket-mismatch", "ticket-nul"]
+    other_markers = [
+        "receipt-unregistered", "receipt-toobig", "receipt-ratelimited", "receipt-badcreds",
+        "receipt-mismatch", "receipt-missing", "unregistered", "ratelimited",
+    ]  # fmt: skip
+    for marker in ticket_markers:
+        assert not any(marker in other or other in marker for other in other_markers if other != marker)
+        assert not any(marker in other for other in ticket_markers if other != marker)
+
+
+def test_credentials_ticket_errors_through_the_sdk(expo: ExpoStandIn) -> None:
+    with requests.Session() as session:
+        client = PushClient(host=expo.base_url, session=session)
+        badcreds, mismatch = client.publish_multiple(
+            [
+                PushMessage(to="ExponentPushToken[ticket-badcreds]", body="a"),
+                PushMessage(to="ExponentPushToken[ticket-mismatch]", body="b"),
+            ]
+        )
+    assert not badcreds.is_success()
+    assert badcreds.details == {"error": "InvalidCredentials"}
+    assert "credentials" in badcreds.message
+    with pytest.raises(PushTicketError):
+        badcreds.validate_response()
+    assert mismatch.details == {"error": "MismatchSenderId"}
+
+
+def test_ticket_nul_message_carries_nul_and_token(expo: ExpoStandIn, http: requests.Session) -> None:
+    token = "ExponentPushToken[ticket-nul-42]"
+    r = _send(http, expo, [{"to": token, "body": "x"}])
+    assert b"\\u0000" in r.content  # JSON's escape, as Expo sends it
+    [ticket] = r.json()["data"]
+    assert ticket["status"] == "error"
+    assert ticket["details"]["error"] == "MessageRateExceeded"
+    assert "\x00" in ticket["message"]
+    assert token in ticket["message"]
+    assert expo.messages == []
+
+
+# ---------------------------------------------------------------------------- rate accounting
+
+
+def test_messages_per_second_and_sliding_window(expo: ExpoStandIn, http: requests.Session) -> None:
+    assert expo.messages_per_second() == {}
+    assert expo.max_messages_in_any_window() == 0
+    # A refused first request still starts the clock; error tickets are not counted.
+    expo.fail_next(1, 503)
+    assert _send(http, expo, [{"to": OK}]).status_code == 503
+    tokens = [f"ExponentPushToken[ok-{i}]" for i in range(3)]
+    _send(http, expo, [{"to": [*tokens, "ExponentPushToken[unregistered]"]}])
+    time.sleep(1.1)
+    _send(http, expo, [{"to": tokens[:2]}])
+    assert expo.messages_per_second() == {0: 3, 1: 2}
+    assert len(expo.message_times) == len(expo.messages) == 5
+    assert expo.max_messages_in_any_window(1.0) == 3
+    assert expo.max_messages_in_any_window(5.0) == 5
+    with pytest.raises(ValueError):
+        expo.max_messages_in_any_window(0)
+    expo.reset()
+    assert expo.messages_per_second() == {}
+    assert expo.message_times == []
+
+
+def test_sliding_window_arithmetic(expo: ExpoStandIn) -> None:
+    expo.message_times.extend([10.0, 10.2, 10.9, 11.0, 11.05, 13.0, 13.5])
+    assert expo.max_messages_in_any_window(1.0) == 4  # 10.2, 10.9, 11.0, 11.05
+    assert expo.max_messages_in_any_window(0.5) == 3  # 10.9, 11.0, 11.05
+    assert expo.max_messages_in_any_window(0.01) == 1
+
+
+def test_per_second_buckets_leave_no_gaps(expo: ExpoStandIn, http: requests.Session) -> None:
+    _send(http, expo, [{"to": OK}])
+    first = expo.message_times[0]
+    expo.message_times.extend([first + 2.5, first + 2.9])
+    assert expo.messages_per_second() == {0: 1, 1: 0, 2: 2}
+
+
+# ---------------------------------------------------------------------------- credentials probe
+
+
+def test_empty_receipts_request_is_a_credentials_probe(http: requests.Session) -> None:
+    with ExpoStandIn(access_token="s3cret") as expo:
+        probe = f"{expo.url}/push/getReceipts"
+        missing = http.post(probe, json={"ids": []}, timeout=5)
+        assert missing.status_code == 401
+        assert missing.json()["errors"][0]["code"] == "UNAUTHORIZED"
+        wrong = http.post(probe, json={"ids": []}, headers={"Authorization": "Bearer nope"}, timeout=5)
+        assert wrong.status_code == 401
+        right = http.post(probe, json={"ids": []}, headers={"Authorization": "Bearer s3cret"}, timeout=5)
+        assert right.status_code == 200
+        assert right.json() == {"data": {}}
+        assert expo.messages == []
+    with ExpoStandIn() as open_expo:
+        r = http.post(f"{open_expo.url}/push/getReceipts", json={"ids": []}, timeout=5)
+        assert (r.status_code, r.json()) == (200, {"data": {}})
+
+
+def test_empty_receipts_probe_through_the_sdk() -> None:
+    """The SDK's check_receipts_multiple([]) sends nothing, so the probe is posted by hand and the
+    SDK only parses the answer (as a ``check`` built on it would)."""
+    with ExpoStandIn(access_token="s3cret") as expo, requests.Session() as session:
+        client = PushClient(host=expo.base_url, session=session)
+        probe = f"{expo.url}/push/getReceipts"
+        ok = session.post(probe, json={"ids": []}, headers={"Authorization": "Bearer s3cret"}, timeout=5)
+        assert client.validate_and_get_receipts(ok) == []
+        denied = session.post(probe, json={"ids": []}, headers={"Authorization": "Bearer wrong"}, timeout=5)
+        with pytest.raises(PushServerError) as excinfo:
+            client.validate_and_get_receipts(denied)
+        assert excinfo.value.errors is not None
+        assert excinfo.value.errors[0]["code"] == "UNAUTHORIZED"

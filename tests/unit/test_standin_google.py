@@ -590,3 +590,130 @@ def test_parallel_clients_one_http_per_thread(standin: GoogleStandIn) -> None:
     assert errors == []
     assert len(standin.events(PARENT)) == 20
     assert standin.refreshes[REFRESH] == 4
+
+
+# -- token endpoint error answers, and requests echoed into them -------------------------------
+
+
+def _token_form(standin: GoogleStandIn, **overrides: str) -> bytes:
+    params = {
+        "grant_type": "refresh_token",
+        "client_id": standin.client_id,
+        "client_secret": standin.client_secret,
+        "refresh_token": REFRESH,
+    }
+    params.update(overrides)
+    return urllib.parse.urlencode(params).encode()
+
+
+def _post_token(standin: GoogleStandIn, form: bytes) -> tuple[int, dict[str, Any]]:
+    status, _, body = raw(standin, "POST", "/token", form, {"Content-Type": "application/x-www-form-urlencoded"})
+    return status, json.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status", "expected"),
+    [
+        (
+            {"refresh_token": "1//never-issued"},
+            400,
+            {"error": "invalid_grant", "error_description": "Token has been expired or revoked."},
+        ),
+        (
+            {"client_id": "someone-else.apps.googleusercontent.com"},
+            401,
+            {"error": "invalid_client", "error_description": "The OAuth client was not found."},
+        ),
+        # Google's answer for a known client with the wrong secret (pinned by an older test too).
+        ({"client_secret": "wrong"}, 401, {"error": "invalid_client", "error_description": "Unauthorized"}),
+        (
+            {"grant_type": "password"},
+            400,
+            {"error": "unsupported_grant_type", "error_description": "Invalid grant_type: password"},
+        ),
+    ],
+)
+def test_token_endpoint_errors(
+    standin: GoogleStandIn, overrides: dict[str, str], status: int, expected: dict[str, str]
+) -> None:
+    assert _post_token(standin, _token_form(standin, **overrides)) == (status, expected)
+
+
+def test_client_is_checked_before_the_grant(standin: GoogleStandIn) -> None:
+    """A wrong client with an unknown token is invalid_client: the client is authenticated first."""
+    form = _token_form(standin, client_secret="wrong", refresh_token="1//never-issued")
+    assert _post_token(standin, form)[1]["error"] == "invalid_client"
+
+
+def test_echo_token_requests_quotes_the_whole_form() -> None:
+    with GoogleStandIn(client_secret="THE-SECRET", echo_token_requests=True) as standin:
+        standin.add_user(PARENT, REFRESH)
+        assert standin.echo_token_requests is True
+        form = _token_form(standin, refresh_token="THE-TOKEN")
+        status, payload = _post_token(standin, form)
+        assert status == 400
+        assert payload == {"error": "invalid_grant", "error_description": f"Bad Request: {form.decode()}"}
+        assert "client_secret=THE-SECRET" in payload["error_description"]
+        assert "refresh_token=THE-TOKEN" in payload["error_description"]
+        status, payload = _post_token(standin, _token_form(standin, client_secret="wrong"))
+        assert status == 401
+        assert payload["error"] == "invalid_client"
+        assert f"refresh_token={urllib.parse.quote(REFRESH, safe='')}" in payload["error_description"]
+        # Success answers are unchanged.
+        assert _post_token(standin, _token_form(standin))[0] == 200
+
+
+def test_echo_is_a_switch_and_reaches_google_auth(standin: GoogleStandIn) -> None:
+    standin.revoke(REFRESH)
+    standin.echo_token_requests = True
+    http = httplib2.Http()
+    try:
+        with pytest.raises(RefreshError) as err:
+            user_creds(standin).refresh(google_auth_httplib2.Request(http))
+        standin.echo_token_requests = False
+        with pytest.raises(RefreshError) as plain:
+            user_creds(standin).refresh(google_auth_httplib2.Request(http))
+    finally:
+        http.close()
+    assert err.value.args[0].startswith("invalid_grant: Bad Request: ")
+    assert f"client_secret={standin.client_secret}" in err.value.args[0]
+    assert urllib.parse.quote(REFRESH, safe="") in err.value.args[0]
+    assert plain.value.args[0] == "invalid_grant: Token has been expired or revoked."
+
+
+def test_echo_quotes_json_token_requests_too() -> None:
+    with GoogleStandIn(echo_token_requests=True) as standin:
+        body = json.dumps({"grant_type": "refresh_token", "client_id": "nobody", "refresh_token": "T"}).encode()
+        status, _, answer = raw(standin, "POST", "/token", body, {"Content-Type": "application/json"})
+    assert status == 401
+    assert json.loads(answer)["error_description"] == (
+        "Bad Request: grant_type=refresh_token&client_id=nobody&refresh_token=T"
+    )
+
+
+# -- API errors with a NUL in the message ---------------------------------------------------------
+
+
+def test_fail_next_message_may_carry_nul(standin: GoogleStandIn) -> None:
+    text = "Backend Error\x00 for parent@example.com"
+    standin.fail_next(1, 500, message=text)
+    standin.fail_next(1, 403, "forbidden", method="GET", message="no\x00access")
+    with calendar(standin, user_creds(standin)) as service:
+        with pytest.raises(HttpError) as err:
+            service.events().insert(calendarId="primary", body=event_body("nulnul0001")).execute()
+        assert err.value.status_code == 500
+        assert b"\\u0000" in err.value.content
+        body = json.loads(err.value.content)
+        assert body["error"]["message"] == text
+        assert body["error"]["errors"][0] == {"domain": "global", "reason": "backendError", "message": text}
+        assert "\x00" in err.value.reason
+        service.events().insert(calendarId="primary", body=event_body("nulnul0001")).execute()
+        with pytest.raises(HttpError) as err2:
+            service.events().get(calendarId="primary", eventId="nulnul0001").execute()
+    assert error_reason(err2.value) == "forbidden"
+    assert json.loads(err2.value.content)["error"]["message"] == "no\x00access"
+    # Without message= the standard text is kept.
+    standin.fail_next(1, 500)
+    with calendar(standin, user_creds(standin)) as service, pytest.raises(HttpError) as err3:
+        service.events().get(calendarId="primary", eventId="nulnul0001").execute()
+    assert json.loads(err3.value.content)["error"]["message"] == "Backend Error"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from postgrest.exceptions import APIError
 from supabase import Client, create_client
 from supabase.lib.client_options import DEFAULT_HEADERS, SyncClientOptions
 
+from tests.pgserver import PgServer
 from worker.standins.postgrest import PostgrestStandIn, sign_jwt, verify_jwt
 
 SCHEMA_SQL = """
@@ -330,3 +332,70 @@ def test_concurrent_calls_use_separate_transactions(standin: PostgrestStandIn) -
         with ThreadPoolExecutor(max_workers=8) as pool:
             results = list(pool.map(call, range(40)))
     assert results == [i + 1 for i in range(40)]
+
+
+# ---- surviving a database restart -------------------------------------------------------------
+
+
+@pytest.fixture
+def restartable(tmp_path: Path) -> Iterator[tuple[PgServer, PostgrestStandIn]]:
+    """A stand-in on a private Postgres that the test may stop and start (tests/pgserver.py)."""
+    with PgServer(tmp_path) as pg:
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            conn.execute(SCHEMA_SQL)
+        with PostgrestStandIn(pg.url) as standin:
+            yield pg, standin
+
+
+def _add(http: httpx.Client, standin: PostgrestStandIn, a: int) -> httpx.Response:
+    return http.post(
+        f"{standin.url}/rest/v1/rpc/add_them", json={"a": a, "b": 1}, headers={"apikey": standin.secret_key}
+    )
+
+
+@pytest.mark.parametrize("mode", ["immediate", "fast"])
+def test_survives_postgres_restart(restartable: tuple[PgServer, PostgrestStandIn], mode: str) -> None:
+    pg, standin = restartable
+    with httpx.Client(timeout=10.0) as http:
+        # Several pooled connections, all of which the outage will kill.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            assert list(pool.map(lambda i: _add(http, standin, i).json(), range(8))) == list(range(1, 9))
+        pg.stop(mode)
+        for attempt in range(3):
+            down = _add(http, standin, attempt)
+            assert down.status_code == 503, down.text
+            body = down.json()
+            assert set(body) == {"code", "details", "hint", "message"}
+            assert body["code"] in ("PGRST000", "PGRST001"), body
+            assert down.headers["proxy-status"] == f"PostgREST; error={body['code']}"
+        pg.start()
+        # Back without restarting the stand-in: stale pooled connections are replaced, not reported.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(pool.map(lambda i: _add(http, standin, i), range(8)))
+        assert [(r.status_code, r.json()) for r in results] == [(200, i + 1) for i in range(8)]
+    with supabase_client(standin, standin.secret_key) as client:
+        assert client.rpc("add_them", {"a": 1, "b": 2}).execute().data == 3
+
+
+def test_call_cut_by_outage_is_503(restartable: tuple[PgServer, PostgrestStandIn]) -> None:
+    """A call in flight when Postgres goes away answers 503 PGRST001; the next one after it is back works."""
+    pg, standin = restartable
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        conn.execute("create function public.slow() returns integer language sql as $$ select 7 from pg_sleep(5) $$")
+        conn.execute("grant execute on function public.slow() to service_role")
+    with httpx.Client(timeout=15.0) as http:
+        outage = pg.outage_in_background(0.5, down_seconds=0.2)
+        cut = http.post(f"{standin.url}/rest/v1/rpc/slow", json={}, headers={"apikey": standin.secret_key})
+        outage.join(timeout=30)
+        assert cut.status_code == 503, cut.text
+        assert cut.json()["code"] in ("PGRST000", "PGRST001")
+        assert _add(http, standin, 1).json() == 2
+
+
+def test_raised_connection_sqlstates_keep_their_code(standin: PostgrestStandIn) -> None:
+    """Only a connection that is really gone is PGRST001; a function raising 57P01 is just an error."""
+    key = standin.service_role_key()
+    for sqlstate in ("57P01", "08006"):
+        response = raw_rpc(standin, "boom", {"kind": sqlstate}, {"apikey": key})
+        assert (response.status_code, response.json()["code"]) == (503, sqlstate)
+    assert raw_rpc(standin, "add_them", {"a": 1, "b": 1}, {"apikey": key}).json() == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -10,7 +11,8 @@ import httpx
 import pytest
 import respx
 
-from worker.db import DatabaseError, DatabaseUnavailable
+from worker.config import ConfigError
+from worker.db import DatabaseError, DatabaseUnavailable, SchemaOutdated
 from worker.db.supabase import SupabaseGateway
 
 URL = "https://abc.supabase.co"
@@ -36,21 +38,35 @@ def test_rpc_goes_to_rest_v1_with_the_service_key() -> None:
 
 
 @respx.mock
-def test_gateway_faults_are_retried_then_reported_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("worker.db.supabase.time.sleep", lambda _s: None)
+def test_gateway_faults_are_retried_with_backoff_for_the_callers_patience_then_reported_unavailable() -> None:
     route = respx.post(f"{URL}/rest/v1/rpc/worker_schema_version").mock(
         return_value=httpx.Response(503, json={"message": "Service Unavailable"}))
+    started = time.monotonic()
     with SupabaseGateway(URL, KEY) as gw, pytest.raises(DatabaseUnavailable):
-        gw.schema_version()
-    assert route.call_count == 3
+        gw.schema_version(patience=1.0)
+    elapsed = time.monotonic() - started
+    assert route.call_count >= 3  # 0.1 s, 0.2 s, 0.4 s ... apart
+    assert gw.round_trips == route.call_count
+    assert elapsed < 1.0 + 0.5  # no try starts after the patience is spent
 
 
 @respx.mock
 def test_a_transient_fault_then_success() -> None:
     respx.post(f"{URL}/rest/v1/rpc/worker_schema_version").mock(side_effect=[
-        httpx.ConnectError("refused"), httpx.Response(200, json={"version": 2})])
+        httpx.ConnectError("refused"), httpx.Response(200, json={"version": 2, "definitions": "abc"})])
     with SupabaseGateway(URL, KEY) as gw:
-        assert gw.schema_version() == 2
+        assert gw.schema_version()["version"] == 2
+
+
+@respx.mock
+def test_a_missing_function_means_the_schema_is_older_than_the_code() -> None:
+    route = respx.post(f"{URL}/rest/v1/rpc/worker_schema_version").mock(return_value=httpx.Response(
+        404, json={"code": "PGRST202", "details": "Searched for the function public.worker_schema_version without "
+                   "parameters", "hint": None, "message": "Could not find the function public.worker_schema_version "
+                   "without parameters in the schema cache"}))
+    with SupabaseGateway(URL, KEY) as gw, pytest.raises(SchemaOutdated, match="migrate"):
+        gw.schema_version()
+    assert route.call_count == 1
 
 
 @respx.mock
@@ -67,6 +83,7 @@ def test_permission_errors_are_not_retried() -> None:
 def test_a_refused_api_key_is_not_weather() -> None:
     route = respx.post(f"{URL}/rest/v1/rpc/worker_schema_version").mock(return_value=httpx.Response(
         401, json={"message": "Invalid API key", "hint": "Double check your Supabase `anon` or `service_role` API key."}))
-    with SupabaseGateway(URL, KEY) as gw, pytest.raises(DatabaseError, match="Invalid API key"):
+    with SupabaseGateway(URL, KEY) as gw, pytest.raises(ConfigError, match="SUPABASE_SERVICE_ROLE_KEY") as caught:
         gw.schema_version()
     assert route.call_count == 1
+    assert KEY not in str(caught.value)

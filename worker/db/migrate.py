@@ -1,36 +1,44 @@
-"""Apply ``sql/`` to a database, in file-name order, each file once.
+"""``migrate``: bring a database's worker schema to what this code expects.
 
-Applied files are recorded in ``worker.schema_migrations`` with a checksum; running migrate again
-changes nothing. An advisory lock keeps two migrating processes (two pods starting at once) from
-racing. Each file runs in its own transaction, so a failing file leaves nothing half-done.
+``sql/`` holds two kinds of files, applied in this order by every run, under one advisory lock
+(two pods starting at once wait for each other):
+
+1. ``bootstrap.sql``: what everything else relies on, created only where missing.
+2. ``migrations/NNN_name.sql``: changes to tables, columns and indexes. Each is applied once, in its
+   own transaction, and recorded in ``worker.schema_migrations`` with its checksum. An applied file
+   that was changed afterwards is refused: the database runs the old text, so a change belongs in a
+   new migration.
+3. Definitions: ``views/``, ``functions/`` (one file per function), ``triggers.sql`` and
+   ``security.sql``, re-applied in one transaction whenever their combined checksum differs from
+   the one recorded, so the current truth of every function is one file; and ``vocabulary.sql``
+   (the CHECK constraints of the status columns), which costs nothing when unchanged.
+
+Running it twice changes nothing. ``lock_timeout`` keeps a migration from queueing behind the app's
+long transactions while blocking everyone else: it fails with a clear message instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from worker.db import DatabaseError
 from worker.db.postgres import connect
+from worker.vocabulary import CONSTRAINED_COLUMNS
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
-_FILE_RE = re.compile(r"^(\d+)_[a-z0-9_]+\.sql$")
+_FILE_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _LOCK_KEY = 0x5245_4D49  # "REMI"
+LOCK_TIMEOUT = "10s"
 
-_BOOTSTRAP = """
-CREATE SCHEMA IF NOT EXISTS worker;
-REVOKE ALL ON SCHEMA worker FROM PUBLIC;
-CREATE TABLE IF NOT EXISTS worker.schema_migrations (
-    version    integer PRIMARY KEY,
-    filename   text NOT NULL,
-    checksum   text NOT NULL,
-    applied_at timestamptz NOT NULL DEFAULT now()
-);
-"""
+
+class MigrationRefused(DatabaseError):
+    """The database's recorded migrations do not match this code's: nothing was applied."""
 
 
 @dataclass(frozen=True)
@@ -39,22 +47,33 @@ class Migration:
     path: Path
 
     @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
     def checksum(self) -> str:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
 
+@dataclass
+class MigrateResult:
+    applied: list[str] = field(default_factory=list)
+    definitions_applied: bool = False
+    constraints_left_out: list[str] = field(default_factory=list)
+
+
 def migrations(sql_dir: Path = SQL_DIR) -> list[Migration]:
-    """The migration files, by number. Subfolders (e.g. ``sql/cron/``) are not migrations."""
+    """The migration files, by number."""
     found = []
-    for path in sorted(sql_dir.glob("*.sql")):
+    for path in sorted((sql_dir / "migrations").glob("*.sql")):
         m = _FILE_RE.match(path.name)
         if m is None:
-            raise DatabaseError(f"{path.name}: migration files are named NNN_description.sql")
+            raise DatabaseError(f"sql/migrations/{path.name}: migration files are named NNN_description.sql")
         found.append(Migration(int(m.group(1)), path))
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
         raise DatabaseError("two migration files share a number")
-    return sorted(found, key=lambda m: m.version)
+    return found
 
 
 def latest_version(sql_dir: Path = SQL_DIR) -> int:
@@ -62,35 +81,92 @@ def latest_version(sql_dir: Path = SQL_DIR) -> int:
     return found[-1].version if found else 0
 
 
-def migrate(dsn: str, sql_dir: Path = SQL_DIR) -> list[str]:
-    """Apply what is missing; returns the names of the files applied now."""
-    applied_now: list[str] = []
-    with connect(dsn, autocommit=False) as conn:
-        try:
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-                conn.execute(_BOOTSTRAP.encode())
-            for m in migrations(sql_dir):
+def definition_files(sql_dir: Path = SQL_DIR) -> list[Path]:
+    """The definitions, in the order they are applied: views, functions, triggers, security."""
+    return [*sorted((sql_dir / "views").glob("*.sql")), *sorted((sql_dir / "functions").glob("*.sql")),
+            sql_dir / "triggers.sql", sql_dir / "security.sql"]
+
+
+def definitions_checksum(sql_dir: Path = SQL_DIR) -> str:
+    digest = hashlib.sha256()
+    for path in definition_files(sql_dir):
+        digest.update(path.relative_to(sql_dir).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def migrate(dsn: str, sql_dir: Path = SQL_DIR) -> MigrateResult:
+    """Apply what is missing; returns what was done."""
+    result = MigrateResult()
+    try:
+        with connect(dsn, autocommit=True) as conn:
+            conn.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+            conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+            try:
                 with conn.transaction():
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-                    row = conn.execute(
-                        "SELECT checksum FROM worker.schema_migrations WHERE version = %s", (m.version,)
-                    ).fetchone()
-                    if row is not None:
-                        continue
-                    conn.execute(m.path.read_bytes())
-                    conn.execute(
-                        "INSERT INTO worker.schema_migrations (version, filename, checksum) VALUES (%s, %s, %s)",
-                        (m.version, m.path.name, m.checksum),
-                    )
-                    applied_now.append(m.path.name)
-        except psycopg.Error as exc:
-            raise DatabaseError(f"migration failed: {str(exc).strip()}") from None
-    return applied_now
+                    conn.execute((sql_dir / "bootstrap.sql").read_bytes())
+                pending = _pending(conn, sql_dir)
+                for m in pending:
+                    with conn.transaction():
+                        conn.execute(m.path.read_bytes())
+                        conn.execute(
+                            "INSERT INTO worker.schema_migrations (version, filename, checksum) VALUES (%s, %s, %s)",
+                            (m.version, m.name, m.checksum))
+                    result.applied.append(m.name)
+                checksum = definitions_checksum(sql_dir)
+                with conn.transaction():
+                    row = conn.execute("SELECT checksum FROM worker.schema_definitions").fetchone()
+                    if row is None or row[0] != checksum or result.applied:
+                        for path in definition_files(sql_dir):
+                            conn.execute(path.read_bytes())
+                        conn.execute("INSERT INTO worker.schema_definitions (checksum) VALUES (%s) "
+                                     "ON CONFLICT (id) DO UPDATE SET checksum = excluded.checksum, applied_at = now()",
+                                     (checksum,))
+                        result.definitions_applied = True
+                with conn.transaction():
+                    conn.execute((sql_dir / "vocabulary.sql").read_bytes())
+                    expected = [f"{table}_{column}_check" for table, column in CONSTRAINED_COLUMNS]
+                    present = {str(name) for (name,) in conn.execute(
+                        "SELECT conname FROM pg_constraint WHERE conname = ANY (%s)", (expected,)).fetchall()}
+                    result.constraints_left_out = [name for name in expected if name not in present]
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    except psycopg.errors.LockNotAvailable:
+        raise DatabaseError(f"migration could not lock a table within {LOCK_TIMEOUT}: the app holds it in a long "
+                            "transaction; try again when it is quieter") from None
+    except psycopg.Error as exc:
+        raise DatabaseError(f"migration failed: {str(exc).strip()}") from None
+    return result
 
 
-def changed_since_applied(dsn: str, sql_dir: Path = SQL_DIR) -> list[str]:
-    """Files whose content differs from what was applied (someone edited an applied migration)."""
+def _pending(conn: psycopg.Connection[Any], sql_dir: Path) -> list[Migration]:
+    """Migrations not yet applied, after checking that what was applied is what this code has."""
+    recorded = {int(v): (str(f), str(c)) for v, f, c in conn.execute(
+        "SELECT version, filename, checksum FROM worker.schema_migrations").fetchall()}
+    known = {m.version: m for m in migrations(sql_dir)}
+    for version, (filename, checksum) in sorted(recorded.items()):
+        mine = known.get(version)
+        if mine is None or mine.name != filename:
+            raise MigrationRefused(
+                f"the database records migration {filename}, which this version of reminder-worker does not have: "
+                "it was set up by another (newer, or pre-release) version; deploy the matching worker, or restore "
+                "a backup taken before it")
+        if mine.checksum != checksum:
+            raise MigrationRefused(
+                f"sql/migrations/{filename} was changed after it was applied to this database: the database runs "
+                "the old text; undo the edit and put the change in a new migration")
+    return [m for v, m in sorted(known.items()) if v not in recorded]
+
+
+def audit(dsn: str, sql_dir: Path = SQL_DIR) -> list[str]:
+    """What does not match between the database and ``sql/``, one sentence each (for ``check``)."""
+    problems: list[str] = []
     with connect(dsn) as conn:
-        rows = dict(conn.execute("SELECT version, checksum FROM worker.schema_migrations").fetchall())
-    return [m.path.name for m in migrations(sql_dir) if m.version in rows and rows[m.version] != m.checksum]
+        try:
+            _pending(conn, sql_dir)
+        except MigrationRefused as exc:
+            problems.append(str(exc))
+        row = conn.execute("SELECT checksum FROM worker.schema_definitions").fetchone()
+        if row is None or row[0] != definitions_checksum(sql_dir):
+            problems.append("the worker's functions, triggers or grants differ from this code's: "
+                            "run `python worker/main.py migrate`")
+    return problems

@@ -1,23 +1,38 @@
 """Direct Postgres transport (psycopg 3): one autocommit connection, one statement per call.
 
-Every worker function is safe to call again after a lost connection (claims lapse by lease, writes
-are guarded by the claim), so a call that fails on the network is retried on a fresh connection
-before the pass gives up with :class:`DatabaseUnavailable`.
+One attempt per call: a network failure drops the connection and raises
+:class:`~worker.db.DatabaseUnavailable`; the gateway decides whether to try again (on a fresh
+connection). Parameters travel as text that Postgres casts to each parameter's declared type, so
+one statement shape serves every worker function.
 """
 
 from __future__ import annotations
 
+import json
 import re
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import psycopg
+from psycopg import errors as pg_errors
 
-from worker.db import DatabaseError, DatabaseUnavailable, Gateway, to_text
+from worker import logs
+from worker.config import ConfigError
+from worker.db import DatabaseError, DatabaseUnavailable, Gateway, SchemaOutdated
 
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
-_ATTEMPTS = 3
+# libpq's texts for a connection refused for who we are, not for the state of the server.
+_REFUSED_MARKERS = ("password authentication failed", "no password supplied", "does not exist",
+                    "no pg_hba.conf entry", "invalid connection option", "invalid dsn", "invalid URI")
+# SQLSTATEs meaning "the worker's schema is not what this code calls": undefined function, table,
+# column, object; a function whose parameters changed.
+_SCHEMA_ERRORS = (pg_errors.UndefinedFunction, pg_errors.UndefinedTable, pg_errors.UndefinedColumn,
+                  pg_errors.UndefinedObject, pg_errors.InvalidSchemaName)
+# Errors worth another try besides lost connections: the server shutting down or restarting
+# (57P01-57P03), too many connections (53300), serialization failures and deadlocks.
+_TRANSIENT_ERRORS = (psycopg.OperationalError, pg_errors.AdminShutdown, pg_errors.CrashShutdown,
+                     pg_errors.CannotConnectNow, pg_errors.TooManyConnections, pg_errors.SerializationFailure,
+                     pg_errors.DeadlockDetected)
 
 
 def connect(dsn: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
@@ -26,13 +41,31 @@ def connect(dsn: str, *, autocommit: bool = True) -> psycopg.Connection[Any]:
         conn = psycopg.connect(dsn, autocommit=autocommit, connect_timeout=10,
                                application_name="reminder-worker", prepare_threshold=None)
     except psycopg.OperationalError as exc:
-        raise DatabaseUnavailable(f"cannot connect to the database: {_first_line(exc)}") from None
+        reason = _first_line(exc)
+        if any(marker in reason for marker in _REFUSED_MARKERS):
+            # Not weather: waiting will not change the answer. It is the configuration (exit 2).
+            raise ConfigError("DATABASE_URL", f"the database refused the connection: {logs.scrub(reason)}") from None
+        raise DatabaseUnavailable(f"cannot connect to the database: {reason}") from None
     return conn
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def to_text(value: Any) -> str | None:
+    """A JSON-ready parameter as text Postgres casts to the parameter's type: objects and lists of
+    objects as JSON (jsonb), lists of strings as an array literal (uuid[], text[])."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return "{" + ",".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in value) + "}"
+    if isinstance(value, dict | list):
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return str(value)
 
 
 class PostgresGateway(Gateway):
@@ -51,20 +84,18 @@ class PostgresGateway(Gateway):
         args = ", ".join(f"{name} => %s" for name in params)
         sql = f"SELECT public.{function}({args})"
         values = [to_text(v) for v in params.values()]
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                with self._connection().cursor() as cur:
-                    cur.execute(sql.encode(), values)
-                    row = cur.fetchone()
-                return row[0] if row else None
-            except psycopg.OperationalError as exc:
-                self._drop()
-                if attempt == _ATTEMPTS:
-                    raise DatabaseUnavailable(f"{function}: {_first_line(exc)}") from None
-                time.sleep(0.2 * attempt)
-            except psycopg.Error as exc:
-                raise DatabaseError(f"{function}: {_first_line(exc)}") from None
-        raise AssertionError("unreachable")
+        try:
+            with self._connection().cursor() as cur:
+                cur.execute(sql.encode(), values)
+                row = cur.fetchone()
+            return row[0] if row else None
+        except _SCHEMA_ERRORS as exc:
+            raise SchemaOutdated(f"{function}: {_first_line(exc)}") from None
+        except _TRANSIENT_ERRORS as exc:
+            self._drop()
+            raise DatabaseUnavailable(f"{function}: {_first_line(exc)}") from None
+        except psycopg.Error as exc:
+            raise DatabaseError(f"{function}: {_first_line(exc)}") from None
 
     def _drop(self) -> None:
         if self._conn is not None:

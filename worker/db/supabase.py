@@ -1,19 +1,28 @@
 """Supabase Data API transport: supabase-py's ``rpc()`` on the same SQL functions.
 
 One long-lived client per pass with explicit timeouts over HTTP/1.1. postgrest-py's own retry is
-turned off: the gateway decides what to retry, and every worker function is safe to call again.
+turned off and each call is one attempt: the gateway decides what to retry, and every worker
+function is safe to call again.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from worker.db import DatabaseError, DatabaseUnavailable, Gateway, to_wire
+from worker.config import ConfigError
+from worker.db import DatabaseError, DatabaseUnavailable, Gateway, SchemaOutdated
 
-_ATTEMPTS = 3
 _TIMEOUT_SECONDS = 60.0
+
+# SQLSTATE classes worth another try: connection (08), resources (53), operator intervention
+# (57: cancelled, shutting down), and serialization failures/deadlocks (40001, 40P01).
+_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57", "40001", "40P01")
+# PostgREST's own codes for "cannot reach the database" / "schema cache not loaded yet".
+_TRANSIENT_PGRST = ("PGRST000", "PGRST001", "PGRST002", "PGRST003")
+# "The worker's schema is not what this code calls": no such function (PostgREST's PGRST202, or
+# Postgres' undefined function/table/column).
+_SCHEMA_CODES = ("PGRST202", "42883", "42P01", "42703", "42704", "3F000")
 
 
 class SupabaseGateway(Gateway):
@@ -36,30 +45,23 @@ class SupabaseGateway(Gateway):
         import httpx
         from postgrest.exceptions import APIError
 
-        body = {k: to_wire(v) for k, v in params.items()}
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                return self._client.rpc(function, body).execute().data
-            except httpx.HTTPError as exc:
-                reason = f"{type(exc).__name__}: {exc}"
-            except APIError as exc:
-                if not _transient(exc):
-                    raise DatabaseError(f"{function}: {exc.code or 'error'} {exc.message}") from None
-                reason = f"{exc.code or 'gateway error'}: {exc.message}"
-            if attempt == _ATTEMPTS:
-                raise DatabaseUnavailable(f"{function}: {reason}")
-            time.sleep(0.2 * attempt)
-        raise AssertionError("unreachable")
+        try:
+            return self._client.rpc(function, dict(params)).execute().data
+        except httpx.HTTPError as exc:
+            raise DatabaseUnavailable(f"{function}: {type(exc).__name__}: {exc}") from None
+        except APIError as exc:
+            code = str(exc.code or "")
+            if not code and "API key" in str(exc.message or ""):
+                # Supabase's gateway refused the key itself: configuration, not weather (exit 2).
+                raise ConfigError("SUPABASE_SERVICE_ROLE_KEY", f"was refused by the Data API ({exc.message})") from None
+            if code in _SCHEMA_CODES:
+                raise SchemaOutdated(f"{function}: {code} {exc.message}") from None
+            if _transient(exc):
+                raise DatabaseUnavailable(f"{function}: {code or 'gateway error'}: {exc.message}") from None
+            raise DatabaseError(f"{function}: {code or 'error'} {exc.message}") from None
 
     def close(self) -> None:
         self._http.close()
-
-
-# SQLSTATE classes worth another try: connection (08), resources (53), operator intervention
-# (57: cancelled, shutting down), and serialization failures/deadlocks (40001, 40P01).
-_TRANSIENT_SQLSTATE_PREFIXES = ("08", "53", "57", "40001", "40P01")
-# PostgREST's own codes for "cannot reach the database".
-_TRANSIENT_PGRST = ("PGRST000", "PGRST001", "PGRST002", "PGRST003")
 
 
 def _transient(exc: Any) -> bool:

@@ -7,12 +7,23 @@ So this speaks exactly what https://docs.expo.dev/push-notifications/sending-not
 documents (and what the official SDKs parse), and outcomes are scripted through the token
 text so a test needs no extra setup calls:
 
+* token contains ``ticket-badcreds`` -> error ticket ``InvalidCredentials`` (the project's push
+  credentials; Expo answers this in the ticket as well as in receipts)
+* token contains ``ticket-mismatch`` -> error ticket ``MismatchSenderId``
+* token contains ``ticket-nul``      -> error ticket ``MessageRateExceeded`` whose ``message`` holds a
+  NUL character and echoes the token (to prove the worker sanitises what it stores)
 * token contains ``unregistered``  -> error ticket ``DeviceNotRegistered``
 * token contains ``ratelimited``   -> error ticket ``MessageRateExceeded``
 * otherwise an ok ticket with a uuid4 id whose receipt is decided by ``receipt-unregistered``,
   ``receipt-toobig``, ``receipt-ratelimited``, ``receipt-badcreds``, ``receipt-mismatch``,
   ``receipt-missing`` (never gets a receipt), or ok.
-  (The ``receipt-*`` markers win over the bare ticket markers they contain.)
+  (The ``receipt-*`` markers win over the bare ticket markers they contain; the ``ticket-*`` markers
+  are checked first and share no text with any other marker.)
+
+Projects (Expo "experience ids"): a token containing ``project-<name>`` (``[a-z0-9]+``) belongs to
+``@family/<name>``, every other token to ``@family/parentpal`` (:func:`experience_id_for`). A send
+whose recipients span several projects is refused as a whole with Expo's 400
+``PUSH_TOO_MANY_EXPERIENCE_IDS``, whose ``details`` map each experience id to its tokens.
 
 Request-level failures are scripted with :meth:`ExpoStandIn.fail_next` /
 :meth:`ExpoStandIn.fail_next_receipts`. Everything binds to 127.0.0.1 only.
@@ -44,11 +55,13 @@ from typing import Any, Final
 
 __all__ = [
     "API_PATH",
+    "DEFAULT_EXPERIENCE_ID",
     "MAX_MESSAGES_PER_REQUEST",
     "MAX_PAYLOAD_BYTES",
     "MAX_RECEIPT_IDS_PER_REQUEST",
     "ExpoStandIn",
     "RequestRecord",
+    "experience_id_for",
     "is_expo_push_token",
 ]
 
@@ -118,10 +131,34 @@ _RECEIPT_OUTCOMES: Final[tuple[tuple[str, str, str], ...]] = (
 _RECEIPT_MISSING: Final = "receipt-missing"
 _RECEIPT_OK: Final[dict[str, Any]] = {"status": "ok"}
 
+# Ticket-level errors about the project's credentials, keyed by token marker. None of these markers
+# is a substring of a receipt marker or of another ticket marker (a unit test pins that).
+_TICKET_BADCREDS: Final = "ticket-badcreds"
+_TICKET_MISMATCH: Final = "ticket-mismatch"
+_TICKET_NUL: Final = "ticket-nul"
+
+#: The experience id (``@owner/slug``) of every token that names no ``project-<name>``.
+DEFAULT_EXPERIENCE_ID: Final = "@family/parentpal"
+_PROJECT_RE: Final = re.compile(r"project-([a-z0-9]+)")
+_TOO_MANY_EXPERIENCE_IDS_MESSAGE: Final = (
+    "All push notification messages in the same request must be for the same project; "
+    "separate your push notifications by project."
+)
+
 
 def is_expo_push_token(token: object) -> bool:
     """Whether ``token`` looks like an Expo push token (the official Node SDK's rule)."""
     return isinstance(token, str) and _TOKEN_RE.match(token) is not None
+
+
+def experience_id_for(token: str) -> str:
+    """The Expo project (experience id) a token belongs to in the stand-in.
+
+    ``...project-<name>...`` (name ``[a-z0-9]+``) -> ``@family/<name>``; anything else ->
+    ``@family/parentpal``.
+    """
+    match = _PROJECT_RE.search(token)
+    return f"@family/{match.group(1)}" if match else DEFAULT_EXPERIENCE_ID
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,6 +363,8 @@ class ExpoStandIn:
 
     State (``messages``, ``requests``, ``receipt_requests``) is appended under a short lock and may be
     read by tests at any time; take a ``list(...)`` copy if you iterate while requests are in flight.
+    ``message_times[i]`` is the ``time.monotonic()`` arrival of the request that carried
+    ``messages[i]`` (for rate checks: :meth:`messages_per_second`, :meth:`max_messages_in_any_window`).
     """
 
     host: Final = "127.0.0.1"
@@ -335,12 +374,14 @@ class ExpoStandIn:
         self.access_token = access_token
         self.requested_port = port
         self.messages: list[dict[str, Any]] = []
+        self.message_times: list[float] = []
         self.requests: list[RequestRecord] = []
         self.receipt_requests: list[list[str]] = []
         self._lock = threading.Lock()
         self._receipts: dict[str, dict[str, Any] | None] = {}
         self._send_failures: list[_ScriptedFailure] = []
         self._receipt_failures: list[_ScriptedFailure] = []
+        self._first_request_at: float | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -451,10 +492,40 @@ class ExpoStandIn:
         with self._lock:
             return self._receipts.get(ticket_id)
 
+    def messages_per_second(self) -> dict[int, int]:
+        """Accepted messages (ok tickets) by whole second of arrival, counted from the first send.
+
+        Second 0 starts at the arrival of the first ``/push/send`` request (whatever its outcome);
+        every second up to the last one with a message is present, with 0 where none arrived.
+        """
+        with self._lock:
+            first, times = self._first_request_at, list(self.message_times)
+        if first is None or not times:
+            return {}
+        counts = dict.fromkeys(range(int(max(times) - first) + 1), 0)
+        for arrived in times:
+            counts[int(arrived - first)] += 1
+        return counts
+
+    def max_messages_in_any_window(self, seconds: float = 1.0) -> int:
+        """The most accepted messages whose arrivals fit in any window ``[t, t + seconds)``."""
+        if seconds <= 0:
+            raise ValueError("seconds must be > 0")
+        with self._lock:
+            times = sorted(self.message_times)
+        best = start = 0
+        for end, arrived in enumerate(times):
+            while arrived - times[start] >= seconds:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
     def reset(self) -> None:
         """Forget everything seen and every scripted failure (the server keeps running)."""
         with self._lock:
             self.messages.clear()
+            self.message_times.clear()
+            self._first_request_at = None
             self.requests.clear()
             self.receipt_requests.clear()
             self._receipts.clear()
@@ -506,12 +577,15 @@ class ExpoStandIn:
     ) -> tuple[int, Any, dict[str, str]]:
         """Answer one /push/send request and record it, whatever the outcome."""
         received_at = time.monotonic()
+        with self._lock:
+            if self._first_request_at is None:
+                self._first_request_at = received_at
         if self.latency > 0:
             time.sleep(self.latency)
         extra: dict[str, str] = {}
         counted = [0]
         try:
-            status, response = 200, self._send(headers, raw, extra, counted)
+            status, response = 200, self._send(headers, raw, extra, counted, received_at=received_at)
         except _RequestError as err:
             status, response = err.status, err.body()
         record = RequestRecord(
@@ -526,7 +600,13 @@ class ExpoStandIn:
         return status, response, extra
 
     def _send(
-        self, headers: dict[str, str], raw: bytes | None, extra: dict[str, str], counted: list[int]
+        self,
+        headers: dict[str, str],
+        raw: bytes | None,
+        extra: dict[str, str],
+        counted: list[int],
+        *,
+        received_at: float = 0.0,
     ) -> dict[str, Any]:
         """Validate like Expo does, in Expo's order; raise _RequestError for request-level errors."""
         failure = self._take_failure(self._send_failures)
@@ -544,9 +624,12 @@ class ExpoStandIn:
                 f"You can send a maximum of {MAX_MESSAGES_PER_REQUEST} notifications per request "
                 f"(received {count}); divide your requests.",
             )
-        return self._tickets(messages, single)
+        _check_one_project(messages)
+        return self._tickets(messages, single, received_at)
 
-    def _tickets(self, messages: list[tuple[dict[str, Any], list[str]]], single: bool) -> dict[str, Any]:
+    def _tickets(
+        self, messages: list[tuple[dict[str, Any], list[str]]], single: bool, received_at: float = 0.0
+    ) -> dict[str, Any]:
         """Build one ticket per recipient, in request order; remember receipts for ok tickets."""
         tickets: list[dict[str, Any]] = []
         accepted: list[dict[str, Any]] = []
@@ -563,6 +646,7 @@ class ExpoStandIn:
                 tickets.append(ticket)
         with self._lock:
             self.messages.extend(accepted)
+            self.message_times.extend([received_at] * len(accepted))
             self._receipts.update(receipts)
         # Expo: "data" is an array of tickets, or one ticket object for one message to one recipient.
         return {"data": tickets[0] if single and len(tickets) == 1 else tickets}
@@ -615,8 +699,53 @@ def _raise_scripted(failure: _ScriptedFailure, extra: dict[str, str]) -> None:
     raise _RequestError(failure.status, failure.code, failure.message)
 
 
+def _check_one_project(messages: list[tuple[dict[str, Any], list[str]]]) -> None:
+    """Refuse a request whose recipients belong to more than one Expo project, as Expo does."""
+    by_project: dict[str, list[str]] = {}
+    for _, recipients in messages:
+        for token in recipients:
+            tokens = by_project.setdefault(experience_id_for(token), [])
+            if token not in tokens:
+                tokens.append(token)
+    if len(by_project) > 1:
+        raise _RequestError(400, "PUSH_TOO_MANY_EXPERIENCE_IDS", _TOO_MANY_EXPERIENCE_IDS_MESSAGE, by_project)
+
+
+def _credentials_ticket_error(token: str) -> dict[str, Any] | None:
+    """Error tickets scripted by the ``ticket-*`` markers (checked before every other marker)."""
+    if _TICKET_BADCREDS in token:
+        return {
+            "status": "error",
+            "message": (
+                f"Could not find valid push notification credentials for {experience_id_for(token)}: "
+                "the credentials are invalid or were revoked. Upload new credentials for the project."
+            ),
+            "details": {"error": "InvalidCredentials"},
+        }
+    if _TICKET_MISMATCH in token:
+        return {
+            "status": "error",
+            "message": (
+                f"The FCM server key of {experience_id_for(token)} is not associated with the sender ID "
+                f'of "{token}"; check the google-services.json the app was built with.'
+            ),
+            "details": {"error": "MismatchSenderId"},
+        }
+    if _TICKET_NUL in token:
+        return {
+            "status": "error",
+            "message": f'"{token}" is receiving messages too frequently\u0000; retry with exponential backoff.',
+            "details": {"error": "MessageRateExceeded", "expoPushToken": token},
+        }
+    return None
+
+
 def _ticket_error(token: str, payload_size: int) -> dict[str, Any] | None:
     """The error ticket Expo would give this recipient, or None for an ok ticket."""
+    if is_expo_push_token(token):
+        scripted = _credentials_ticket_error(token)
+        if scripted is not None:
+            return scripted
     if not is_expo_push_token(token) or ("unregistered" in token and not _has_receipt_marker(token)):
         return {
             "status": "error",

@@ -16,6 +16,9 @@ What the stand-in reproduces, and where it comes from:
   "Bearer"}``. Errors: ``400 {"error": "invalid_grant", "error_description": "Token has been
   expired or revoked."}`` for revoked/unknown refresh tokens, ``401 invalid_client`` for a
   wrong client id/secret, ``400 invalid_grant`` with Google's texts for bad JWT assertions.
+  With ``echo_token_requests=True`` every error answer's ``error_description`` quotes the whole
+  request form instead (``"Bad Request: grant_type=...&client_secret=...&refresh_token=..."``), as
+  some proxies and older Google endpoints do: secrets in error text the worker must scrub.
 * Calendar errors use the documented shape
   ``{"error": {"errors": [{"domain", "reason", "message"}], "code", "message"}}`` with the
   reasons of https://developers.google.com/workspace/calendar/api/guides/errors.
@@ -145,6 +148,7 @@ class _FailureRule:
     reason: str
     user: str | None
     method: str | None
+    message: str | None = None
 
 
 @dataclass
@@ -410,10 +414,13 @@ class GoogleStandIn:
         latency: float = 0.0,
         client_id: str = "test-client-id",
         client_secret: str = "test-client-secret",  # noqa: S107 - a test credential by design
+        echo_token_requests: bool = False,
     ) -> None:
         self.latency = latency
         self.client_id = client_id
         self.client_secret = client_secret
+        #: When true, token endpoint errors quote the whole request form in ``error_description``.
+        self.echo_token_requests = echo_token_requests
         self.refreshes: Counter[str] = Counter()
         self.requests: list[RequestRecord] = []
         self._lock = threading.RLock()
@@ -548,17 +555,22 @@ class GoogleStandIn:
         *,
         user: str | None = None,
         method: str | None = None,
+        message: str | None = None,
     ) -> None:
         """Make the next ``n`` matching Calendar requests answer ``status`` with Google's error.
 
         Matching happens after the token is authenticated, as with Google's own quota and
-        backend errors; ``user`` matches the calendar owner or the token's account.
+        backend errors; ``user`` matches the calendar owner or the token's account. ``message``
+        replaces the reason's standard text (in ``error.message`` and ``errors[0].message``); it
+        may hold anything, a NUL character included (sent as JSON's ``\u0000``).
         """
         chosen = reason or _DEFAULT_REASONS.get(status)
         if chosen is None:
             raise ValueError(f"no default reason for status {status}; pass reason=")
         with self._lock:
-            self._failures.append(_FailureRule(n, status, chosen, user, method.upper() if method else None))
+            self._failures.append(
+                _FailureRule(n, status, chosen, user, method.upper() if method else None, message)
+            )
 
     def expire_access_tokens(self) -> None:
         """Invalidate every issued access token so the next API call answers 401 authError."""
@@ -581,13 +593,16 @@ class GoogleStandIn:
         if content_type and content_type.startswith("application/json"):
             raw = json.loads(body or b"{}")
             params = {str(k): str(v) for k, v in raw.items()}
+            form = urllib.parse.urlencode(params)
         else:
-            params = dict(urllib.parse.parse_qsl(body.decode(), keep_blank_values=True))
+            form = body.decode()
+            params = dict(urllib.parse.parse_qsl(form, keep_blank_values=True))
         try:
             with self._lock:
                 return 200, self._grant(params)
         except _TokenError as err:
-            return err.status, {"error": err.error, "error_description": err.description}
+            description = f"Bad Request: {form}" if self.echo_token_requests else err.description
+            return err.status, {"error": err.error, "error_description": description}
 
     def _grant(self, params: dict[str, str]) -> dict[str, Any]:
         grant = params.get("grant_type")
@@ -743,7 +758,7 @@ class GoogleStandIn:
             rule.remaining -= 1
             if rule.remaining <= 0:
                 self._failures.remove(rule)
-            raise _ApiError(rule.status, rule.reason)
+            raise _ApiError(rule.status, rule.reason, rule.message)
 
     def _dispatch(
         self, method: str, calendar: str, event_id: str | None, if_match: str | None, body: bytes

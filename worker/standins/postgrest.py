@@ -28,6 +28,12 @@ behaviour follows PostgREST (v12/v13) and the Supabase gateway as closely as is 
   ``Proxy-Status: PostgREST; error=<code>`` (postgrest-py reads it) and PGRST202/PGRST203 for
   unknown/ambiguous functions.  ``RAISE SQLSTATE 'PGRST'`` custom errors are honoured.
 
+Database outages: while Postgres is unreachable every call answers 503 with PostgREST's shape
+(``PGRST000`` when no connection can be made, ``PGRST001`` when a connection is lost under a call);
+pooled connections that died with the server are noticed on their first use (a read-only catalog
+lookup), dropped with the rest of the idle pool and replaced, so once Postgres is back the stand-in
+serves again without being restarted and without answering an error for a stale connection.
+
 Test hooks: ``requests`` records every request (method, path, lower-cased headers, JSON body),
 ``fail_next`` injects gateway-level faults, ``latency`` delays every response.
 """
@@ -209,6 +215,25 @@ def status_for_sqlstate(code: str, message: str, *, authenticated: bool) -> int:
     if code.startswith("PT") and code[2:].isdigit():
         return int(code[2:])
     return 400
+
+
+def _connection_lost(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the connection is gone (server stopped or crashed, backend terminated).
+
+    Judged by the connection's state, not the SQLSTATE: a function may ``RAISE`` 57P01 or 08006
+    itself, and that is an ordinary error with its own code, as in PostgREST.
+    """
+    return conn.broken or conn.closed
+
+
+def _connection_error(exc: psycopg.Error) -> _HttpError:
+    """PostgREST's answer when the connection to Postgres broke under a request."""
+    return _pgrst_error(503, "PGRST001", "Database client error. Retrying the connection.", str(exc))
+
+
+def _unreachable_error(exc: psycopg.Error) -> _HttpError:
+    """PostgREST's answer when no connection to Postgres can be made."""
+    return _pgrst_error(503, "PGRST000", "Database connection error. Retrying the connection.", str(exc))
 
 
 def _error_from_pg(exc: psycopg.Error, *, authenticated: bool) -> _HttpError:
@@ -657,8 +682,49 @@ class PostgrestStandIn:
             self._connections.add(conn)
         return conn
 
-    def _release(self, conn: psycopg.Connection[Any]) -> None:
-        if conn.closed or conn.broken or self._server is None:
+    def _drain_idle(self) -> None:
+        """Close every idle pooled connection: after one was found dead, the others died with it."""
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return
+            with self._lock:
+                self._connections.discard(conn)
+            conn.close()
+
+    def _connect_and_load(
+        self, schema: str, name: str, *, authenticated: bool
+    ) -> tuple[psycopg.Connection[Any], list[_Routine]]:
+        """A live connection and the routines named ``name``: PostgREST's pool plus schema cache.
+
+        The catalog lookup is read-only, so when a pooled connection turns out to be dead (Postgres
+        was restarted since it was last used) it is safe to drop it and try again on a new one.
+        """
+        attempts = 3
+        for attempt in range(attempts):
+            fresh = self._idle.empty()
+            try:
+                conn = self._acquire()
+            except psycopg.Error as exc:
+                raise _unreachable_error(exc) from exc
+            try:
+                routines = _load_routines(conn, schema, name)
+                conn.rollback()  # the catalog lookup stands for PostgREST's schema cache, not the request
+            except psycopg.Error as exc:
+                lost = _connection_lost(conn)
+                self._release(conn, discard=lost)
+                if not lost:
+                    raise _error_from_pg(exc, authenticated=authenticated) from exc
+                self._drain_idle()
+                if fresh or attempt == attempts - 1:
+                    raise _connection_error(exc) from exc
+                continue
+            return conn, routines
+        raise AssertionError("unreachable")
+
+    def _release(self, conn: psycopg.Connection[Any], *, discard: bool = False) -> None:
+        if discard or conn.closed or conn.broken or self._server is None:
             with self._lock:
                 self._connections.discard(conn)
             conn.close()
@@ -776,15 +842,9 @@ class PostgrestStandIn:
             raise _pgrst_error(400, "PGRST102", "Invalid body: the stand-in accepts a JSON object only")
         keys = list(args) if isinstance(args, dict) and not single_object else []
 
+        conn, routines = self._connect_and_load(profile, name, authenticated=role != "anon")
+        lost = False
         try:
-            conn = self._acquire()
-        except psycopg.Error as exc:
-            raise _pgrst_error(
-                503, "PGRST000", "Database connection error. Retrying the connection.", str(exc)
-            ) from exc
-        try:
-            routines = _load_routines(conn, profile, name)
-            conn.rollback()  # the catalog lookup stands for PostgREST's schema cache, not the request
             routine = _choose_routine(routines, profile, name, keys, single_object=single_object)
             statement = _call_statement(routine, keys, single_object=single_object)
             params: tuple[str, ...] = (json.dumps(args),) if keys or single_object else ()
@@ -807,9 +867,13 @@ class PostgrestStandIn:
                 conn.execute(sql.SQL("select {}").format(set_configs))
                 row = conn.execute(statement, params).fetchone()
         except psycopg.Error as exc:
+            lost = _connection_lost(conn)
+            if lost:
+                self._drain_idle()
+                raise _connection_error(exc) from exc
             raise _error_from_pg(exc, authenticated=role != "anon") from exc
         finally:
-            self._release(conn)
+            self._release(conn, discard=lost)
         if routine.return_type == "void" and not routine.returns_set:
             return 204, None, {}
         value = row[0] if row is not None else None

@@ -1,0 +1,61 @@
+-- Claim events with calendar or reminder work to do: pending (new or edited) and due for another
+-- try, or cancelled and not yet cleaned up. Soonest events first: their reminders matter most.
+--
+-- p_claim is new for every call, so a call retried after its answer was lost (the connection
+-- dropped after the commit) is answered with the rows it already claimed, instead of leaving them
+-- leased to nobody. Returns everything the events step needs, one JSON object per event; values
+-- are passed as the database holds them (a year-10000 start included: the worker sets such a row
+-- aside by itself).
+CREATE OR REPLACE FUNCTION public.worker_claim_events(
+    p_now timestamptz, p_claim uuid, p_limit integer, p_lease_seconds integer
+) RETURNS jsonb
+    LANGUAGE sql VOLATILE SECURITY DEFINER
+    SET search_path = ''
+AS $$
+    WITH held AS (
+        SELECT e.id FROM public.events e
+        WHERE e.claim_id = p_claim AND e.lease_expires_at > p_now
+    ), picked AS (
+        SELECT e.id
+        FROM public.events e
+        WHERE e.status IN ('pending', 'cancelled')
+          AND e.synced_version < e.version
+          AND (e.next_attempt_at IS NULL OR e.next_attempt_at <= p_now)
+          AND (e.lease_expires_at IS NULL OR e.lease_expires_at <= p_now)
+        ORDER BY e.start_ts
+        LIMIT greatest(p_limit - (SELECT count(*) FROM held), 0)
+        FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE public.events e
+        SET claim_id = p_claim,
+            lease_expires_at = p_now + make_interval(secs => p_lease_seconds)
+        FROM picked
+        WHERE e.id = picked.id
+        RETURNING e.*
+    ), rows AS (
+        SELECT * FROM claimed
+        UNION ALL
+        SELECT e.* FROM public.events e JOIN held ON held.id = e.id
+    )
+    SELECT coalesce(jsonb_agg(jsonb_build_object(
+        'id', c.id,
+        'version', c.version,
+        'user_id', c.user_id,
+        'status', c.status,
+        'title', c.title,
+        'start_ts', c.start_ts,
+        'end_ts', c.end_ts,
+        'location', c.location,
+        'prep_items', to_jsonb(c.prep_items),
+        'google_calendar_id', c.google_calendar_id,
+        'attempts', c.attempts,
+        'child_name', ch.name,
+        'has_profile', coalesce(pa.has_profile, false),
+        'timezone', pa.timezone,
+        'google_refresh_token', pa.refresh_token,
+        'owner_calendar_id', pa.calendar_id
+    ) ORDER BY c.user_id, c.start_ts), '[]'::jsonb)
+    FROM rows c
+    LEFT JOIN public.children ch ON ch.id = c.child_id
+    LEFT JOIN worker.parents pa ON pa.id = c.user_id
+$$;

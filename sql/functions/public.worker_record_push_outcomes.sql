@@ -1,0 +1,87 @@
+-- Record the outcomes of sends: one call for one or a few Expo requests, as soon as they return.
+--
+-- p_claims: the claim ids of the calling pass whose rows this call may write; p_outcomes:
+--   [{id, outcome, error, error_kind, ticket_id, next_attempt_at, message, push_token, clear_token}]
+-- outcome (worker/vocabulary.py PushOutcome):
+--   sent      Expo accepted the message: 'sent', sent_at_ts, ticket id (a fresh receipt cycle).
+--   retry     transient: one more failed attempt; the attempt that reaches p_max_attempts makes the
+--             reminder 'failed', else 'pending' again at next_attempt_at.
+--   failed    permanent: 'failed' with the reason.
+--   deferred  not the reminder's fault (Expo refused the project's credentials): 'pending' again at
+--             next_attempt_at, no attempt counted; error and kind stay for `status` to show.
+--   released  claimed but never sent (the pass stopped early): 'pending' again, as it was.
+-- Only rows still 'sending' under one of p_claims are written, so a pass whose lease lapsed and
+-- whose rows another pass took over cannot overwrite that pass's outcome, and a call retried after
+-- its answer was lost writes nothing twice. clear_token removes the push token from the owner's
+-- profile if it is still the one that failed (DeviceNotRegistered).
+CREATE OR REPLACE FUNCTION public.worker_record_push_outcomes(
+    p_now timestamptz, p_claims uuid[], p_max_attempts integer, p_outcomes jsonb
+) RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = ''
+AS $$
+DECLARE
+    v_counts jsonb;
+    v_cleared integer;
+BEGIN
+    WITH x AS (
+        SELECT * FROM jsonb_to_recordset(p_outcomes) AS o(
+            id uuid, outcome text, error text, error_kind text, ticket_id text,
+            next_attempt_at timestamptz, message text, push_token text, clear_token boolean)
+    ), written AS (
+        UPDATE public.reminders r
+        SET status = CASE
+                WHEN x.outcome = 'sent' THEN 'sent'
+                WHEN x.outcome IN ('deferred', 'released') THEN 'pending'
+                WHEN x.outcome = 'retry' AND coalesce(r.retry_count, 0) + 1 < p_max_attempts THEN 'pending'
+                ELSE 'failed' END,
+            retry_count = coalesce(r.retry_count, 0) + CASE WHEN x.outcome = 'retry' THEN 1 ELSE 0 END,
+            sent_at_ts = CASE WHEN x.outcome = 'sent' THEN p_now ELSE r.sent_at_ts END,
+            error_message = CASE
+                WHEN x.outcome = 'sent' THEN NULL
+                WHEN x.outcome = 'released' THEN r.error_message
+                WHEN x.outcome = 'retry' AND coalesce(r.retry_count, 0) + 1 >= p_max_attempts
+                    THEN format('gave up after %s attempts: %s', coalesce(r.retry_count, 0) + 1, x.error)
+                ELSE x.error END,
+            error_kind = CASE
+                WHEN x.outcome = 'sent' THEN NULL
+                WHEN x.outcome = 'released' THEN r.error_kind
+                ELSE x.error_kind END,
+            next_attempt_at = CASE
+                WHEN x.outcome = 'deferred' THEN x.next_attempt_at
+                WHEN x.outcome = 'released' THEN r.next_attempt_at
+                WHEN x.outcome = 'retry' AND coalesce(r.retry_count, 0) + 1 < p_max_attempts THEN x.next_attempt_at
+                END,
+            message = coalesce(x.message, r.message),
+            push_token = coalesce(x.push_token, r.push_token),
+            expo_ticket_id = CASE WHEN x.outcome = 'sent' THEN x.ticket_id ELSE r.expo_ticket_id END,
+            receipt_status = CASE WHEN x.outcome = 'sent' THEN NULL ELSE r.receipt_status END,
+            receipt_checked_at = CASE WHEN x.outcome = 'sent' THEN NULL ELSE r.receipt_checked_at END,
+            receipt_checks = CASE WHEN x.outcome = 'sent' THEN 0 ELSE r.receipt_checks END,
+            receipt_next_check_at = CASE WHEN x.outcome = 'sent' THEN NULL ELSE r.receipt_next_check_at END,
+            claim_id = NULL,
+            lease_expires_at = NULL,
+            updated_at = p_now
+        FROM x
+        WHERE r.id = x.id AND r.claim_id = ANY (p_claims) AND r.status = 'sending'
+        RETURNING x.outcome, r.status
+    )
+    SELECT jsonb_build_object(
+        'sent', count(*) FILTER (WHERE status = 'sent'),
+        'retried', count(*) FILTER (WHERE status = 'pending' AND outcome = 'retry'),
+        'deferred', count(*) FILTER (WHERE outcome = 'deferred'),
+        'released', count(*) FILTER (WHERE outcome = 'released'),
+        'failed', count(*) FILTER (WHERE status = 'failed'))
+    INTO v_counts
+    FROM written;
+
+    UPDATE public.profiles p
+    SET expo_push_token = NULL, updated_at = p_now
+    FROM jsonb_to_recordset(p_outcomes) AS x(id uuid, push_token text, clear_token boolean)
+    JOIN public.reminders r ON r.id = x.id
+    WHERE x.clear_token AND p.id = r.user_id AND p.expo_push_token = x.push_token;
+    GET DIAGNOSTICS v_cleared = ROW_COUNT;
+
+    RETURN v_counts || jsonb_build_object('tokens_cleared', v_cleared);
+END
+$$;

@@ -1,0 +1,313 @@
+"""Typed records: the rows a step claims, and what a step writes back.
+
+Reading: the SQL functions answer JSON documents; each row is decoded by itself. A row Python
+cannot turn into its types (a year-10000 start, 'infinity', a list that is not a list) becomes an
+:class:`Undecodable` naming the column and the value, and the step records it as that row's
+failure: one bad row never stops a batch.
+
+Writing: every record has ``wire()``, the JSON the SQL function takes. All free text passes
+:func:`worker.logs.sanitize` there (the one place): secrets scrubbed, NUL characters removed (Postgres
+text cannot hold them, and one would make the whole batch's write fail).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from worker.logs import sanitize
+from worker.vocabulary import ErrorKind, EventOutcome, PushOutcome, ReceiptOutcome
+
+T = TypeVar("T")
+
+
+class RowProblem(ValueError):
+    """A value of a row the worker cannot use; the message names the column and says why."""
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def instant(doc: Mapping[str, Any], column: str, *, required: bool = True) -> datetime | None:
+    """A timestamptz column as an aware datetime (years 1 to 9999, what Python can represent)."""
+    value = doc.get(column)
+    if value is None:
+        if required:
+            raise RowProblem(f"{column} is missing")
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    else:
+        try:
+            parsed = datetime.fromisoformat(str(value))
+        except ValueError:
+            raise RowProblem(f"{column} {_show(value)} is not a time the worker can handle "
+                             "(only years 1 to 9999 are)") from None
+    if parsed.tzinfo is None:
+        raise RowProblem(f"{column} {_show(value)} has no time zone")
+    return parsed
+
+
+def text(doc: Mapping[str, Any], column: str) -> str | None:
+    value = doc.get(column)
+    if value is None or isinstance(value, str):
+        return value
+    raise RowProblem(f"{column} {_show(value)} is not text")
+
+
+def text_list(doc: Mapping[str, Any], column: str) -> tuple[str, ...] | None:
+    value = doc.get(column)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) or v is None for v in value):
+        raise RowProblem(f"{column} {_show(value)} is not a list of text")
+    return tuple(v for v in value if v is not None)
+
+
+def integer(doc: Mapping[str, Any], column: str, default: int = 0) -> int:
+    value = doc.get(column)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RowProblem(f"{column} {_show(value)} is not a whole number")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Undecodable:
+    """A claimed row the worker cannot use, set aside with the reason. ``version`` and
+    ``google_calendar_id`` are kept where the row had them (an event's result must carry them)."""
+
+    id: str
+    reason: str
+    version: int = 0
+    google_calendar_id: str | None = None
+
+
+def decode_each(docs: Any, decode: Callable[[Mapping[str, Any]], T]) -> list[T | Undecodable]:
+    """Decode a claim's rows one by one; a row that fails becomes :class:`Undecodable`."""
+    out: list[T | Undecodable] = []
+    for doc in docs or []:
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("id"), str):
+            # Every claim function returns its rows' uuid: anything else is not our function answering.
+            raise RowProblem(f"the database answered a row without an id: {_show(doc)}")
+        try:
+            out.append(decode(doc))
+        except (RowProblem, KeyError, TypeError, ValueError, OverflowError) as exc:
+            reason = str(exc) if isinstance(exc, RowProblem) else f"{type(exc).__name__}: {exc}"
+            version, calendar_id = doc.get("version"), doc.get("google_calendar_id")
+            out.append(Undecodable(doc["id"], sanitize(reason), version if isinstance(version, int) else 0,
+                                   calendar_id if isinstance(calendar_id, str) else None))
+    return out
+
+
+# --- rows the steps claim -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """A claimed event with what the events step needs of its owner and child."""
+
+    id: str
+    version: int
+    user_id: str | None
+    status: str
+    title: str
+    start_ts: datetime
+    end_ts: datetime
+    location: str | None
+    prep_items: tuple[str, ...] | None
+    google_calendar_id: str | None
+    attempts: int
+    child_name: str | None
+    has_profile: bool
+    timezone: str | None
+    google_refresh_token: str | None
+    owner_calendar_id: str | None = None  # a calendar shared with the service account
+
+    def __repr__(self) -> str:  # the refresh token stays out of reprs and tracebacks
+        return f"EventRow(id={self.id!r}, version={self.version}, status={self.status!r})"
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> EventRow:
+        start, end = instant(d, "start_ts"), instant(d, "end_ts")
+        assert start is not None and end is not None
+        return cls(
+            id=d["id"], version=integer(d, "version", 1), user_id=text(d, "user_id"),
+            status=text(d, "status") or "", title=text(d, "title") or "", start_ts=start, end_ts=end,
+            location=text(d, "location"), prep_items=text_list(d, "prep_items"),
+            google_calendar_id=text(d, "google_calendar_id"), attempts=integer(d, "attempts"),
+            child_name=text(d, "child_name"), has_profile=bool(d.get("has_profile")),
+            timezone=text(d, "timezone"), google_refresh_token=text(d, "google_refresh_token"),
+            owner_calendar_id=text(d, "owner_calendar_id"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReminderRow:
+    """A claimed reminder with its event, child and the owner's current push token."""
+
+    id: str
+    event_id: str
+    user_id: str | None
+    notify_at_ts: datetime
+    retry_count: int
+    title: str
+    start_ts: datetime
+    location: str | None
+    prep_items: tuple[str, ...] | None
+    child_name: str | None
+    has_profile: bool
+    push_token: str | None
+    timezone: str | None
+
+    def __repr__(self) -> str:  # the push token stays out of reprs and tracebacks
+        return f"ReminderRow(id={self.id!r}, event_id={self.event_id!r})"
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ReminderRow:
+        event_id = text(d, "event_id")
+        if event_id is None or d.get("start_ts") is None:
+            raise RowProblem("the reminder's event does not exist (event_id is empty or points nowhere)")
+        notify, start = instant(d, "notify_at_ts"), instant(d, "start_ts")
+        assert notify is not None and start is not None
+        return cls(
+            id=d["id"], event_id=event_id, user_id=text(d, "user_id"), notify_at_ts=notify,
+            retry_count=integer(d, "retry_count"), title=text(d, "title") or "", start_ts=start,
+            location=text(d, "location"), prep_items=text_list(d, "prep_items"),
+            child_name=text(d, "child_name"), has_profile=bool(d.get("has_profile")),
+            push_token=text(d, "push_token"), timezone=text(d, "timezone"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptRow:
+    """A sent reminder whose Expo receipt is due, claimed for checking."""
+
+    id: str
+    ticket_id: str
+    sent_at_ts: datetime
+    receipt_checks: int
+    retry_count: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> ReceiptRow:
+        sent = instant(d, "sent_at_ts")
+        ticket = text(d, "ticket_id")
+        if not ticket:
+            raise RowProblem("expo_ticket_id is empty")
+        assert sent is not None
+        return cls(id=d["id"], ticket_id=ticket, sent_at_ts=sent, receipt_checks=integer(d, "receipt_checks"),
+                   retry_count=integer(d, "retry_count"))
+
+
+@dataclass(frozen=True, slots=True)
+class ReminderClaim:
+    rows: list[ReminderRow | Undecodable]
+    cancelled: int
+    expired: int
+    superseded: int = 0
+
+
+# --- what the steps write -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarOutcome:
+    """What the calendar made of one event (``worker.calendar_sync``): the entry's id after it, and
+    for a failure or a retry the reason and its kind."""
+
+    outcome: EventOutcome
+    google_calendar_id: str | None
+    error: str | None = None
+    kind: ErrorKind | None = None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _clean(value: str | None) -> str | None:
+    return sanitize(value) if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedReminder:
+    notify_at_ts: datetime
+    message: str  # a preview; the text sent is rendered at send time
+
+
+@dataclass(frozen=True, slots=True)
+class EventResult:
+    """The completion record of one claimed event (``worker_complete_events``)."""
+
+    id: str
+    version: int
+    outcome: EventOutcome
+    google_calendar_id: str | None
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    next_attempt_at: datetime | None = None
+    reminders: tuple[PlannedReminder, ...] = ()
+
+    def wire(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, "outcome": self.outcome.value,
+                "google_calendar_id": self.google_calendar_id, "error": _clean(self.error),
+                "error_kind": self.error_kind.value if self.error_kind else None,
+                "next_attempt_at": _iso(self.next_attempt_at),
+                "reminders": [{"notify_at_ts": r.notify_at_ts.isoformat(), "message": sanitize(r.message)}
+                              for r in self.reminders]}
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """What became of one claimed reminder (``worker_record_push_outcomes``)."""
+
+    id: str
+    outcome: PushOutcome
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    ticket_id: str | None = None
+    next_attempt_at: datetime | None = None
+    message: str | None = None  # the text sent (title and body), stored in reminders.message
+    push_token: str | None = None  # the token it was sent to
+    clear_token: bool = False
+
+    def __repr__(self) -> str:
+        return f"PushResult(id={self.id!r}, outcome={self.outcome.value!r}, error_kind={self.error_kind})"
+
+    def wire(self) -> dict[str, Any]:
+        return {"id": self.id, "outcome": self.outcome.value, "error": _clean(self.error),
+                "error_kind": self.error_kind.value if self.error_kind else None, "ticket_id": self.ticket_id,
+                "next_attempt_at": _iso(self.next_attempt_at), "message": _clean(self.message),
+                "push_token": self.push_token, "clear_token": self.clear_token}
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptResult:
+    """What a receipt said about one sent reminder (``worker_record_receipts``)."""
+
+    id: str
+    outcome: ReceiptOutcome
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    next_attempt_at: datetime | None = None
+    next_check_at: datetime | None = None
+    clear_token: bool = False
+
+    def wire(self) -> dict[str, Any]:
+        return {"id": self.id, "outcome": self.outcome.value, "error": _clean(self.error),
+                "error_kind": self.error_kind.value if self.error_kind else None,
+                "next_attempt_at": _iso(self.next_attempt_at), "next_check_at": _iso(self.next_check_at),
+                "clear_token": self.clear_token}
+
+
+def wire_all(records: Sequence[EventResult | PushResult | ReceiptResult]) -> list[dict[str, Any]]:
+    return [r.wire() for r in records]

@@ -1,0 +1,137 @@
+"""The events step: put claimed events into their owners' Google Calendars and plan their reminders.
+
+Batch after batch: claim, sync the batch through the calendar client (when Google is configured),
+plan each event's reminders with the planner, and complete the batch in one call. Each event is
+planned by itself: an event whose row cannot be read, whose times are impossible or whose owner's
+time zone is unknown is completed ``failed`` with the reason, and the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from worker import logs, planner
+from worker.db import Gateway
+from worker.records import CalendarOutcome, EventResult, EventRow, PlannedReminder, Undecodable
+from worker.steps.context import PassClock, PassCounts
+from worker.vocabulary import ErrorKind, EventOutcome, EventStatus
+
+if TYPE_CHECKING:
+    from worker.config import Settings
+
+
+class CalendarPort(Protocol):
+    """Puts a batch of claimed events into their owners' calendars (see worker.calendar_sync)."""
+
+    def sync(self, events: Sequence[EventRow], now: datetime) -> Mapping[str, CalendarOutcome]: ...
+
+    def close(self) -> None: ...
+
+
+def row_problem(row: EventRow) -> tuple[str, ErrorKind] | None:
+    """Why a claimed live event cannot be synced or reminded of, or None."""
+    problem = planner.event_problem(row.title, row.start_ts, row.end_ts, row.location, row.prep_items)
+    if problem is not None:
+        return problem, ErrorKind.INVALID_ROW
+    _, usable = planner.timezone_for(row.timezone)
+    if not usable:
+        return planner.timezone_problem(row.timezone or ""), ErrorKind.TIMEZONE
+    return None
+
+
+def plan_event(row: EventRow, calendar: CalendarOutcome | None, settings: Settings, now: datetime,
+               rng: random.Random | None = None) -> EventResult:
+    """The completion record of one claimed, readable event."""
+    outcome, calendar_id = EventOutcome.SYNCED, row.google_calendar_id
+    error: str | None = None
+    kind: ErrorKind | None = None
+    next_at: datetime | None = None
+    if calendar is not None:
+        outcome, calendar_id, error, kind = calendar.outcome, calendar.google_calendar_id, calendar.error, calendar.kind
+        if outcome is EventOutcome.RETRY:
+            next_at = planner.next_attempt_at(now, row.attempts + 1, settings.retry_base_seconds,
+                                              settings.retry_max_seconds, rng)
+    if row.status == EventStatus.CANCELLED:
+        return EventResult(row.id, row.version, outcome, calendar_id, error, kind, next_at)
+    problem = row_problem(row)
+    if problem is not None:
+        return EventResult(row.id, row.version, EventOutcome.FAILED, calendar_id, problem[0], problem[1])
+    tz, _ = planner.timezone_for(row.timezone)
+    reminders = tuple(
+        PlannedReminder(at, planner.render_message(
+            title=row.title, child_name=row.child_name, start_ts=row.start_ts, location=row.location,
+            prep_items=row.prep_items, now=at, zone_name=row.timezone,
+            max_bytes=planner.EXPO_MAX_PAYLOAD_BYTES - 300).as_text())
+        for at in planner.reminder_times(row.start_ts, settings.reminder_offsets, now, tz))
+    return EventResult(row.id, row.version, outcome, calendar_id, error, kind, next_at, reminders)
+
+
+def _result(row: EventRow | Undecodable, calendar: CalendarOutcome | None, settings: Settings,
+            now: datetime) -> EventResult:
+    """:func:`plan_event`, or the failure of a row that cannot be planned: never raises."""
+    if isinstance(row, Undecodable):
+        return EventResult(row.id, row.version, EventOutcome.FAILED, row.google_calendar_id,
+                           f"cannot read this event: {row.reason}", ErrorKind.INVALID_ROW)
+    try:
+        return plan_event(row, calendar, settings, now)
+    except Exception as exc:  # one row's surprise (an overflow near year 1 or 9999) must not cost the batch
+        logs.get().exception("event.plan_crashed", extra={"fields": {"event_id": row.id}})
+        return EventResult(row.id, row.version, EventOutcome.FAILED, row.google_calendar_id,
+                           f"cannot plan this event: {type(exc).__name__}: {exc}", ErrorKind.INVALID_ROW)
+
+
+def events_step(gateway: Gateway, settings: Settings, clock: PassClock, counts: PassCounts,
+                calendar: CalendarPort | None) -> str | None:
+    """Sync, plan and complete claimed events, batch after batch.
+
+    Returns why Google failed when every calendar call of the pass met an unreachable or failing
+    Google (network, 5xx): the pass exits 1, after still sending the pushes. A user's rate limit
+    is that user's weather, not Google's.
+    """
+    calendar_answered = False
+    calendar_error: str | None = None
+    while True:
+        now = clock.now()
+        claim = uuid.uuid4()
+        rows = gateway.claim_events(now, claim, settings.batch_size, settings.lease_seconds,
+                                    patience=clock.patience)
+        if not rows:
+            break
+        readable = [r for r in rows if isinstance(r, EventRow) and
+                    (r.status == EventStatus.CANCELLED or row_problem(r) is None)]
+        outcomes = calendar.sync(readable, now) if calendar is not None and readable else {}
+        for outcome in outcomes.values():
+            if outcome.kind is ErrorKind.GOOGLE_UNAVAILABLE:
+                calendar_error = calendar_error or outcome.error
+            else:
+                calendar_answered = True
+        now = clock.now()
+        results = [_result(r, outcomes.get(r.id), settings, now) for r in rows]
+        for res in results:
+            if res.outcome is EventOutcome.FAILED:
+                logs.event("event.failed", logging.WARNING, event_id=res.id, reason=res.error, kind=res.error_kind)
+        done = gateway.complete_events(clock.now(), claim, results, patience=clock.patience)
+        cancelled = {r.id for r in rows if isinstance(r, EventRow) and r.status == EventStatus.CANCELLED}
+        for res in results:
+            if res.id in cancelled:
+                counts.events_cancelled += res.outcome is not EventOutcome.RETRY
+            elif res.outcome is EventOutcome.SYNCED:
+                counts.events_synced += 1
+            elif res.outcome is EventOutcome.FAILED:
+                counts.events_failed += 1
+            else:
+                counts.events_retried += 1
+        stale = done.get("stale", 0)
+        counts.events_superseded += stale
+        counts.reminders_planned += done.get("reminders_planned", 0)
+        counts.reminders_unplanned += done.get("reminders_unplanned", 0)
+        logs.event("events.batch", claimed=len(rows), superseded=stale,
+                   reminders_planned=done.get("reminders_planned", 0))
+        if len(rows) < settings.batch_size:
+            break
+    return None if calendar_answered or calendar_error is None else calendar_error
