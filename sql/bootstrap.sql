@@ -106,3 +106,17 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION worker.ensure_check(regclass, text, text) FROM PUBLIC;
+
+-- Which of the worker's tables the app already had when the worker first arrived ("adopted"), and
+-- which the worker created. Recorded once, before the first migration runs: sql/security.sql gives
+-- the worker's own tables its strict privileges, and leaves the app's privileges on adopted tables
+-- as they are, taking away only what the worker must protect (tokens, its bookkeeping).
+CREATE TABLE IF NOT EXISTS worker.table_origin (
+    table_name  text PRIMARY KEY,
+    adopted     boolean NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO worker.table_origin (table_name, adopted)
+SELECT t, to_regclass(t) IS NOT NULL
+FROM unnest(ARRAY['public.profiles', 'public.children', 'public.events', 'public.reminders']) AS t
+ON CONFLICT (table_name) DO NOTHING;

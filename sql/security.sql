@@ -1,11 +1,16 @@
 -- Row-level security, policies and privileges. Re-applied by every `migrate` that changes a
--- definition.
+-- definition (or finds a new column on profiles).
 --
--- Supabase grants every new table, function and sequence in `public` to anon and authenticated
--- through default privileges; so this file revokes explicitly and grants only what the app needs,
--- column by column where a column must stay private.
+-- Two kinds of tables (worker.table_origin, recorded before the first migration ran):
+-- * The worker's own (it created them): strict. Supabase grants every new table in `public` to anon
+--   and authenticated through default privileges, so everything is revoked and only what the app
+--   needs is granted back, column by column where a column must stay private.
+-- * Adopted (the app had them): the app's privileges and policies stay as they are; only what the
+--   worker must protect is taken away: nobody reads a push or refresh token through the API (the
+--   starter's "Public profiles are viewable by everyone." would otherwise show them), nobody writes
+--   reminders (the worker's table) or the events' bookkeeping (trigger events_guard).
 
--- A signed-in user sees only their own rows; anon sees none.
+-- A signed-in user sees only their own rows; anon sees none (besides policies the app had).
 ALTER TABLE public.profiles ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.children ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.events ENABLE ROW LEVEL SECURITY;
@@ -34,33 +39,57 @@ DROP POLICY IF EXISTS reminders_own ON public.reminders;
 CREATE POLICY reminders_own ON public.reminders FOR SELECT TO authenticated
     USING (user_id = (SELECT auth.uid()));
 
--- Privileges. Start from nothing (undoing Supabase's default grants), then grant what the app uses.
-REVOKE ALL ON public.profiles, public.children, public.events, public.reminders, public.worker_runs
-    FROM PUBLIC, anon, authenticated, service_role;
-REVOKE ALL ON SEQUENCE public.worker_runs_id_seq FROM PUBLIC, anon, authenticated, service_role;
+DO $$
+DECLARE
+    v_adopted text[] := ARRAY(SELECT o.table_name FROM worker.table_origin o WHERE o.adopted);
+BEGIN
+    -- profiles -----------------------------------------------------------------------------------
+    IF 'public.profiles' = ANY (v_adopted) THEN
+        PERFORM worker.hide_columns('public.profiles', ARRAY['expo_push_token', 'google_refresh_token'],
+                                    ARRAY['PUBLIC', 'anon', 'authenticated', 'service_role']);
+    ELSE
+        REVOKE ALL ON public.profiles FROM PUBLIC, anon, authenticated, service_role;
+        -- The refresh token can be written by its owner but never read back through the Data API,
+        -- not even with the service key: the worker reads it only inside its functions.
+        GRANT SELECT (id, expo_push_token, timezone, google_calendar_id, updated_at) ON public.profiles
+            TO authenticated, service_role;
+        GRANT INSERT (id, expo_push_token, google_refresh_token, timezone, google_calendar_id),
+              UPDATE (expo_push_token, google_refresh_token, timezone, google_calendar_id),
+              DELETE
+            ON public.profiles TO authenticated, service_role;
+    END IF;
 
--- The refresh token can be written by its owner but never read back through the Data API, not
--- even with the service key: the worker reads it only inside worker_claim_events().
-GRANT SELECT (id, expo_push_token, timezone, google_calendar_id, updated_at) ON public.profiles
-    TO authenticated, service_role;
-GRANT INSERT (id, expo_push_token, google_refresh_token, timezone, google_calendar_id),
-      UPDATE (expo_push_token, google_refresh_token, timezone, google_calendar_id),
-      DELETE
-    ON public.profiles TO authenticated, service_role;
+    -- children -----------------------------------------------------------------------------------
+    IF NOT 'public.children' = ANY (v_adopted) THEN
+        REVOKE ALL ON public.children FROM PUBLIC, anon, authenticated, service_role;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON public.children TO authenticated, service_role;
+    END IF;
 
-GRANT SELECT, INSERT, UPDATE, DELETE ON public.children TO authenticated, service_role;
+    -- events: the app writes an event's content and may cancel it; the bookkeeping is the worker's.
+    IF NOT 'public.events' = ANY (v_adopted) THEN
+        REVOKE ALL ON public.events FROM PUBLIC, anon, authenticated, service_role;
+        GRANT SELECT ON public.events TO authenticated, service_role;
+        GRANT INSERT (id, user_id, child_id, title, start_ts, end_ts, location, prep_items, status),
+              UPDATE (child_id, title, start_ts, end_ts, location, prep_items, status),
+              DELETE
+            ON public.events TO authenticated, service_role;
+    END IF;
 
--- The app writes an event's content and may cancel it; the bookkeeping columns are the worker's.
-GRANT SELECT ON public.events TO authenticated, service_role;
-GRANT INSERT (id, user_id, child_id, title, start_ts, end_ts, location, prep_items, status),
-      UPDATE (child_id, title, start_ts, end_ts, location, prep_items, status),
-      DELETE
-    ON public.events TO authenticated, service_role;
-
-GRANT SELECT ON public.reminders TO authenticated, service_role;
+    -- reminders: the worker's table; parents read their own.
+    IF 'public.reminders' = ANY (v_adopted) THEN
+        REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON public.reminders FROM PUBLIC, anon, authenticated;
+        PERFORM worker.hide_columns('public.reminders', ARRAY['push_token'], ARRAY['PUBLIC', 'anon', 'authenticated']);
+    ELSE
+        REVOKE ALL ON public.reminders FROM PUBLIC, anon, authenticated, service_role;
+        GRANT SELECT ON public.reminders TO authenticated, service_role;
+    END IF;
+END
+$$;
 
 -- Run history: for operators with the service role (and through worker_status()); RLS is on with
 -- no policy, so on plain Postgres only worker_status() reads it.
+REVOKE ALL ON public.worker_runs FROM PUBLIC, anon, authenticated, service_role;
+REVOKE ALL ON SEQUENCE public.worker_runs_id_seq FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON public.worker_runs TO service_role;
 
 -- The worker's internal objects: nobody but their owner.
@@ -83,3 +112,9 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- The profiles columns this file granted on (see worker.profiles_columns()); `migrate` records the
+-- definitions' checksum in the same row after this file.
+INSERT INTO worker.schema_definitions (id, checksum, profiles_columns)
+VALUES (true, '', worker.profiles_columns())
+ON CONFLICT (id) DO UPDATE SET profiles_columns = excluded.profiles_columns;

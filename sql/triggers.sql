@@ -1,5 +1,10 @@
 -- The triggers the worker puts on tables (their functions are in sql/functions/). Re-applied by
--- every `migrate` that changes a definition.
+-- every `migrate` that changes a definition. Triggers of one table and timing fire in name order:
+-- events_guard (refuse an API role writing bookkeeping) before events_on_edit (bump the version).
+
+DROP TRIGGER IF EXISTS events_guard ON public.events;
+CREATE TRIGGER events_guard BEFORE INSERT OR UPDATE ON public.events
+    FOR EACH ROW EXECUTE FUNCTION worker.events_guard();
 
 DROP TRIGGER IF EXISTS events_on_edit ON public.events;
 CREATE TRIGGER events_on_edit BEFORE UPDATE ON public.events
@@ -8,10 +13,3 @@ CREATE TRIGGER events_on_edit BEFORE UPDATE ON public.events
 DROP TRIGGER IF EXISTS profiles_check_timezone ON public.profiles;
 CREATE TRIGGER profiles_check_timezone BEFORE INSERT OR UPDATE OF timezone ON public.profiles
     FOR EACH ROW EXECUTE FUNCTION worker.profiles_check_timezone();
-
-DROP TRIGGER IF EXISTS profiles_on_change ON public.profiles;
-CREATE TRIGGER profiles_on_change AFTER UPDATE OF google_refresh_token, timezone ON public.profiles
-    FOR EACH ROW
-    WHEN (NEW.google_refresh_token IS DISTINCT FROM OLD.google_refresh_token
-          OR NEW.timezone IS DISTINCT FROM OLD.timezone)
-    EXECUTE FUNCTION worker.profiles_on_change();

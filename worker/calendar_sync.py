@@ -483,7 +483,7 @@ class CalendarSync:
 
     def _access_for(self, row: EventRow) -> _Access | None:
         """The user's credentials and calendar, or None when the calendar is to be skipped."""
-        if row.user_id is None or not row.has_profile:
+        if row.user_id is None:
             return None
         if row.google_refresh_token and self.oauth_configured:
             key = (str(row.user_id), row.google_refresh_token)

@@ -169,21 +169,26 @@ def check_database(settings: Settings, report: Report) -> None:
     """Reach the database, compare its schema with ``sql/``, and read what the last passes met."""
     from worker.config import ConfigError
     from worker.db import DatabaseError, DatabaseUnavailable, SchemaOutdated, open_gateway
-    from worker.db.migrate import audit, latest_version
+    from worker.db.migrate import audit as audit_migrations
+    from worker.db.migrate import latest_version
 
     latest = latest_version()
     try:
         with open_gateway(settings) as gateway:
             version = int(gateway.schema_version(patience=5.0).get("version") or 0)
             status = gateway.status(datetime.now(UTC), patience=5.0)
+            audit = gateway.audit(patience=5.0)
     except ConfigError as exc:
         report.config_problem(str(exc))
         return
     except DatabaseUnavailable as exc:
         report.runtime_problem(f"the database is unreachable: {exc}")
         return
-    except (SchemaOutdated, DatabaseError) as exc:
-        report.runtime_problem(f"the worker schema is missing or unreadable ({exc}): "
+    except SchemaOutdated as exc:
+        report.runtime_problem(f"{exc} (this worker's schema version is {latest})")
+        return
+    except DatabaseError as exc:
+        report.runtime_problem(f"the worker schema is unreadable ({exc}): "
                                f"run `python worker/main.py migrate` (latest is {latest})")
         return
     if version < latest:
@@ -195,15 +200,50 @@ def check_database(settings: Settings, report: Report) -> None:
     else:
         report.ok(f"database reachable, schema version {version} (latest)")
     check_recent_passes(status, report)
+    check_audit(audit, report)
     if settings.database_url is None:
         return
     try:
-        problems = audit(str(settings.database_url))
+        problems = audit_migrations(str(settings.database_url))
     except Exception as exc:  # the audit is extra: its failure is worth a line, not a crash
         report.warning(f"could not compare the database's schema with sql/: {type(exc).__name__}")
         return
     for problem in problems:
         report.runtime_problem(problem)
+
+
+def check_audit(audit: dict[str, object], report: Report) -> None:
+    """What the database itself holds that a pass cannot fix (from worker_audit)."""
+
+    def listed(key: str) -> list[object]:
+        value = audit.get(key)
+        return list(value) if isinstance(value, list) else []
+
+    missing = listed("missing")
+    if missing:
+        report.runtime_problem(f"the database lacks what this worker needs ({', '.join(map(str, missing))}): "
+                               "run `python worker/main.py migrate`")
+    for grant in listed("readable_tokens"):
+        report.runtime_problem(f"{grant} through the Data API: a token must never be readable by an API role; "
+                               "run `python worker/main.py migrate`, which takes the column away")
+    for table in listed("rls_off"):
+        report.runtime_problem(f"row-level security is off on {table}: every signed-in user could read every row "
+                               f"(ALTER TABLE {table} ENABLE ROW LEVEL SECURITY, or run migrate)")
+    for item in listed("unknown_statuses"):
+        if isinstance(item, dict):
+            report.warning(f"{item.get('rows')} {item.get('table')} row(s) in status {item.get('status')!r}, which "
+                           "the worker does not know: left alone by every pass")
+    pending_sent = int(str(audit.get("sent_but_pending") or 0))
+    if pending_sent:
+        report.warning(f"{pending_sent} reminder(s) are 'pending' but have sent_at_ts set (sent by an earlier "
+                       "sender): never sent again")
+    in_metadata = int(str(audit.get("refresh_tokens_in_metadata") or 0))
+    if in_metadata:
+        report.warning(f"{in_metadata} parent(s) keep their Google refresh token in user metadata, readable by them "
+                       "and carried in every access token: `python worker/main.py secure-tokens` moves them into "
+                       "the worker's private store")
+    for name in listed("constraints_missing"):
+        report.warning(f"constraint {name} is missing: existing rows hold values outside the worker's vocabulary")
 
 
 def check_recent_passes(status: dict[str, object], report: Report) -> None:

@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server in a pod listens on all
     serve.add_argument("--port", type=int, default=8080)
     sub.add_parser("check", help="check configuration, database reach and schema version")
+    secure = sub.add_parser("secure-tokens",
+                            help="move Google refresh tokens out of user metadata into the worker's private store")
+    secure.add_argument("--dry-run", action="store_true", help="only say how many would move")
     status = sub.add_parser("status", help="what an on-call person wants to see")
     status.add_argument("--json", action="store_true")
     return p
@@ -109,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from worker.serve import run_server
 
             return run_server(settings, args.host, args.port, calendar_factory=_calendar)
+        if command == "secure-tokens":
+            return _secure_tokens(settings, dry_run=args.dry_run)
         if command == "status":
             from worker.status import run_status
 
@@ -138,9 +143,31 @@ def _migrate(settings: Settings) -> int:
                constraints_left_out=done.constraints_left_out)
     print(f"applied {len(done.applied)} migration(s)" + (": " + ", ".join(done.applied) if done.applied else ""))
     print("definitions (functions, triggers, grants): " + ("applied" if done.definitions_applied else "up to date"))
+    if done.repaired:
+        print(f"repaired: {', '.join(done.repaired)} (missing although recorded as applied)")
     for name in done.constraints_left_out:
         print(f"warning: constraint {name} left out: existing rows hold values the worker does not know "
               "(`python worker/main.py check` lists them)")
+    return EXIT_OK
+
+
+def _secure_tokens(settings: Settings, *, dry_run: bool) -> int:
+    """Move refresh tokens out of user metadata (see sql/functions/public.worker_secure_tokens.sql)."""
+    from worker.db import DatabaseError, DatabaseUnavailable, open_gateway
+
+    try:
+        with open_gateway(settings) as gateway:
+            done = gateway.secure_tokens(dry_run=dry_run)
+    except (DatabaseError, DatabaseUnavailable) as exc:
+        print(f"secure-tokens failed: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    found, moved = int(done.get("in_metadata") or 0), int(done.get("moved") or 0)
+    if dry_run:
+        print(f"{found} parent(s) keep a Google refresh token in user metadata; nothing moved (--dry-run)")
+    else:
+        print(f"moved {moved} Google refresh token(s) from user metadata into the worker's private store"
+              + (f"; {found - moved} changed meanwhile and stay for the next run" if found > moved else ""))
+    logs.event("secure_tokens.done", in_metadata=found, moved=moved, dry_run=dry_run)
     return EXIT_OK
 
 

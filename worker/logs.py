@@ -37,9 +37,12 @@ _SECRET_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], st
     # refresh_token=..., apikey=...): the value goes.
     (re.compile(r"(?i)\b([\w.-]*(?:token|secret|password|passwd|apikey|api_key|private_key)[\w.-]*)=[^\s\"'&,;)]+"),
      r"\1=***"),
-    # "name": "value" and name: value likewise; numbers, true, false and null stay (they are counts,
-    # and a JSON log line must stay JSON).
-    (re.compile(r"(?i)\b([\w.-]*(?:token|secret|password|passwd|apikey|api_key|private_key)[\w.-]*\"?\s*:\s*)"
+    # "name": "value" and name_with_underscore: value likewise (a quoted or snake_case key, or
+    # password/apikey: prose such as "every access token: run ..." is not a key); numbers, true,
+    # false and null stay (they are counts, and a JSON log line must stay JSON).
+    (re.compile(r"(?i)((?:\"[\w.-]*(?:token|secret|password|passwd|apikey|api_key|private_key)[\w.-]*\""
+                r"|\b[\w.-]*_[\w.-]*(?:token|secret|key)[\w.-]*|\b[\w.-]*(?:token|secret)_[\w.-]*"
+                r"|\b(?:password|passwd|apikey|secret))\s*:\s*)"
                 r"(?:\"[^\"]*\"|(?!(?:-?\d[\d.]*|true|false|null)(?:[\s\"'&,;)}\]]|$))[^\s\"'&,;)}\]]+)"),
      _mask_value),
     (re.compile(r"(://[^:/@\s]+:)[^@\s]+(@)"), r"\1***\2"),

@@ -239,6 +239,23 @@ def render_message(
     return msg
 
 
+def stored_message(*, title: str, child_name: str | None, text: str, max_bytes: int, overhead: int = 0) -> Message:
+    """A reminder the app wrote before the worker arrived: its own text as the body, under the
+    event's title, shortened (never inside a character) to fit ``max_bytes`` like a rendered one."""
+    head = title.strip() + (f" ({child_name.strip()})" if child_name and child_name.strip() else "")
+    body = text.strip()
+
+    def size(m: Message) -> int:
+        return overhead + len(json.dumps({"title": m.title, "body": m.body}, ensure_ascii=False).encode())
+
+    msg = Message(head, body)
+    for limit in (2000, 1000, 500, 200):
+        if size(msg) <= max_bytes:
+            break
+        msg = Message(_shorten(head, min(limit, 200)), _shorten(body, limit))
+    return msg
+
+
 # --- when to try again --------------------------------------------------------------------------
 
 

@@ -165,8 +165,11 @@ class ReminderRow:
     prep_items: tuple[str, ...] | None
     child_name: str | None
     has_profile: bool
-    push_token: str | None
+    push_token: str | None  # the owner's current token (profile, else user metadata)
     timezone: str | None
+    planned_by_worker: bool = True
+    stored_message: str | None = None  # a row the app wrote before the worker: its own text
+    row_push_token: str | None = None  # ... and its own token, the fallback when the owner has none
 
     def __repr__(self) -> str:  # the push token stays out of reprs and tracebacks
         return f"ReminderRow(id={self.id!r}, event_id={self.event_id!r})"
@@ -184,6 +187,8 @@ class ReminderRow:
             location=text(d, "location"), prep_items=text_list(d, "prep_items"),
             child_name=text(d, "child_name"), has_profile=bool(d.get("has_profile")),
             push_token=text(d, "push_token"), timezone=text(d, "timezone"),
+            planned_by_worker=d.get("planned_by_worker") is not False, stored_message=text(d, "stored_message"),
+            row_push_token=text(d, "row_push_token"),
         )
 
 

@@ -112,6 +112,11 @@ class ReceiptOutcome(StrEnum):
     UNKNOWN = "unknown"  # never coming: settle
 
 
+def constraint_name(table: str, column: str) -> str:
+    """The CHECK constraint sql/vocabulary.sql puts on a vocabulary column."""
+    return f"{table}_{column}_check"
+
+
 #: The columns whose values the database constrains to a vocabulary, and the words of each.
 CONSTRAINED_COLUMNS: dict[tuple[str, str], type[StrEnum]] = {
     ("events", "status"): EventStatus,

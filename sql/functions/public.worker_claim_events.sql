@@ -1,6 +1,13 @@
 -- Claim events with calendar or reminder work to do: pending (new or edited) and due for another
 -- try, or cancelled and not yet cleaned up. Soonest events first: their reminders matter most.
 --
+-- First, events that waited for something only their parent could fix are given back:
+--   * failed with google_revoked, once the parent's refresh token (wherever the app writes it,
+--     see worker.parents) is no longer the one Google refused (worker.revoked_grants);
+--   * failed with timezone, once the parent's time zone is one the worker knows.
+-- A failed live event goes back to 'pending' (worker.events_on_edit bumps its version and clears
+-- the old error); a cancelled one whose calendar entry could not be deleted is offered again.
+--
 -- p_claim is new for every call, so a call retried after its answer was lost (the connection
 -- dropped after the commit) is answered with the rows it already claimed, instead of leaving them
 -- leased to nobody. Returns everything the events step needs, one JSON object per event; values
@@ -9,9 +16,31 @@
 CREATE OR REPLACE FUNCTION public.worker_claim_events(
     p_now timestamptz, p_claim uuid, p_limit integer, p_lease_seconds integer
 ) RETURNS jsonb
-    LANGUAGE sql VOLATILE SECURITY DEFINER
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = ''
 AS $$
+DECLARE
+    v_rows jsonb;
+BEGIN
+    WITH ready AS (
+        SELECT e.id
+        FROM public.events e
+        JOIN worker.parents pa ON pa.id = e.user_id
+        LEFT JOIN worker.revoked_grants g ON g.user_id = e.user_id
+        WHERE e.status IN ('failed', 'cancelled') AND e.error_kind IN ('google_revoked', 'timezone')
+          AND CASE e.error_kind
+                  WHEN 'google_revoked' THEN pa.refresh_token IS NOT NULL
+                       AND encode(sha256(convert_to(pa.refresh_token, 'UTF8')), 'hex') IS DISTINCT FROM g.token_sha256
+                  ELSE worker.is_valid_timezone(pa.timezone) END
+        FOR UPDATE OF e SKIP LOCKED
+    )
+    UPDATE public.events e
+    SET status = CASE WHEN e.status = 'failed' THEN 'pending' ELSE e.status END,
+        synced_version = CASE WHEN e.status = 'cancelled' THEN 0 ELSE e.synced_version END,
+        error_kind = NULL, error_message = NULL, attempts = 0, next_attempt_at = NULL, updated_at = p_now
+    FROM ready
+    WHERE e.id = ready.id;
+
     WITH held AS (
         SELECT e.id FROM public.events e
         WHERE e.claim_id = p_claim AND e.lease_expires_at > p_now
@@ -55,7 +84,10 @@ AS $$
         'google_refresh_token', pa.refresh_token,
         'owner_calendar_id', pa.calendar_id
     ) ORDER BY c.user_id, c.start_ts), '[]'::jsonb)
+    INTO v_rows
     FROM rows c
     LEFT JOIN public.children ch ON ch.id = c.child_id
-    LEFT JOIN worker.parents pa ON pa.id = c.user_id
+    LEFT JOIN worker.parents pa ON pa.id = c.user_id;
+    RETURN v_rows;
+END
 $$;

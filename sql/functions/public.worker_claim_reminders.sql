@@ -1,13 +1,17 @@
 -- Claim due reminders for sending, after settling those that must not be sent.
 --
--- Due: 'pending', notify_at_ts <= p_now and its next try due; or 'sending' with a lapsed lease
--- (its worker died). Of those, in this order:
+-- Due: 'pending', never accepted by Expo (sent_at_ts IS NULL: seed 004's own test of "sent", so a
+-- row the app's earlier sender marked that way is never sent again), notify_at_ts <= p_now and its
+-- next try due; or 'sending' with a lapsed lease (its worker died). Of those, in this order:
 --   * reminders of cancelled events become 'cancelled';
 --   * reminders of events that already started become 'expired' (a late reminder is noise);
 --   * a reminder of which a later reminder of the same event is also due (or already sent)
 --     becomes 'expired', kind 'superseded': after passes did not run for a while, a parent gets
 --     the latest reminder only, not the 24 h and the 3 h one seconds apart;
--- the rest become 'sending' under p_claim and come back with everything the message needs.
+-- the rest become 'sending' under p_claim and come back with everything the message needs: the
+-- event as it is now (the text is rendered at send time), the owner's current push token (see
+-- worker.parents); for a row the app wrote before the worker arrived, its stored message and its
+-- own push_token, which the message falls back to.
 --
 -- p_claim is new for every call: a call retried after its answer was lost gets the rows it already
 -- claimed back (held), instead of leaving them leased to nobody.
@@ -40,7 +44,7 @@ BEGIN
 
     SELECT coalesce(array_agg(id), '{}') INTO v_more FROM (
         SELECT r.id FROM public.reminders r
-        WHERE r.status = 'pending' AND r.notify_at_ts <= p_now
+        WHERE r.status = 'pending' AND r.notify_at_ts <= p_now AND r.sent_at_ts IS NULL
           AND (r.next_attempt_at IS NULL OR r.next_attempt_at <= p_now)
         ORDER BY r.notify_at_ts
         LIMIT greatest(p_limit - cardinality(v_held) - cardinality(v_ids), 0)
@@ -94,8 +98,9 @@ BEGIN
         'user_id', c.user_id,
         'notify_at_ts', c.notify_at_ts,
         'retry_count', coalesce(c.retry_count, 0),
-        'message', c.message,
-        'row_push_token', c.push_token,
+        'planned_by_worker', c.planned_by_worker,
+        'stored_message', CASE WHEN NOT c.planned_by_worker THEN c.message END,
+        'row_push_token', CASE WHEN NOT c.planned_by_worker THEN c.push_token END,
         'title', e.title,
         'start_ts', e.start_ts,
         'end_ts', e.end_ts,
@@ -104,6 +109,7 @@ BEGIN
         'child_name', ch.name,
         'has_profile', coalesce(pa.has_profile, false),
         'push_token', pa.push_token,
+        'push_token_source', pa.push_token_source,
         'timezone', pa.timezone
     ) ORDER BY c.notify_at_ts), '[]'::jsonb)
     INTO v_claimed

@@ -14,6 +14,8 @@
 --   and are sent by the push step, whose text is rendered from the event as it is now (new title,
 --   new time), unless the event has started by then.
 -- * A cancelled event's unsent reminders become cancelled; it stays 'cancelled'.
+-- * A parent whose grant Google refused gets the token's fingerprint in worker.revoked_grants; the
+--   events claim gives their events back once the token is another one.
 -- * An event whose version changed since the claim (edited meanwhile) keeps its new edit: only the
 --   calendar id is remembered and the claim released; the next claim picks the edit up.
 CREATE OR REPLACE FUNCTION public.worker_complete_events(
@@ -46,15 +48,17 @@ BEGIN
         error_kind text, next_attempt_at timestamptz, reminders jsonb)
     JOIN public.events e ON e.id = x.id AND e.claim_id = p_claim;
 
-    INSERT INTO public.reminders (event_id, user_id, notify_at_ts, message, status, retry_count, updated_at)
-    SELECT e.id, e.user_id, (rem ->> 'notify_at_ts')::timestamptz, rem ->> 'message', 'pending', 0, p_now
+    INSERT INTO public.reminders (event_id, user_id, notify_at_ts, message, status, retry_count, planned_by_worker,
+                                  updated_at)
+    SELECT e.id, e.user_id, (rem ->> 'notify_at_ts')::timestamptz, rem ->> 'message', 'pending', 0, true, p_now
     FROM pg_temp.worker_event_results x
     JOIN public.events e ON e.id = x.id
     CROSS JOIN LATERAL jsonb_array_elements(x.reminders) AS rem
     WHERE x.current AND NOT x.cancelled
     ON CONFLICT (event_id, notify_at_ts) DO UPDATE
-        SET status = 'pending', retry_count = 0, error_message = NULL, error_kind = NULL,
-            next_attempt_at = NULL, message = excluded.message, updated_at = excluded.updated_at
+        SET status = 'pending', retry_count = 0, error_message = NULL, error_kind = NULL, sent_at_ts = NULL,
+            next_attempt_at = NULL, message = excluded.message, planned_by_worker = true,
+            updated_at = excluded.updated_at
         WHERE public.reminders.status = 'cancelled';
     GET DIAGNOSTICS v_planned = ROW_COUNT;
 
@@ -93,6 +97,15 @@ BEGIN
     FROM pg_temp.worker_event_results x
     WHERE e.id = x.id AND x.current AND e.claim_id = p_claim;
     GET DIAGNOSTICS v_finished = ROW_COUNT;
+
+    -- Google refused the parent's grant: remember which token, so their events wait until it changes.
+    INSERT INTO worker.revoked_grants (user_id, token_sha256, revoked_at)
+    SELECT DISTINCT ON (e.user_id) e.user_id, encode(sha256(convert_to(pa.refresh_token, 'UTF8')), 'hex'), p_now
+    FROM pg_temp.worker_event_results x
+    JOIN public.events e ON e.id = x.id
+    JOIN worker.parents pa ON pa.id = e.user_id
+    WHERE x.current AND x.error_kind = 'google_revoked' AND pa.refresh_token IS NOT NULL
+    ON CONFLICT (user_id) DO UPDATE SET token_sha256 = excluded.token_sha256, revoked_at = excluded.revoked_at;
 
     UPDATE public.events e
     SET google_calendar_id = coalesce(x.google_calendar_id, e.google_calendar_id),

@@ -12,8 +12,9 @@
 --   released  claimed but never sent (the pass stopped early): 'pending' again, as it was.
 -- Only rows still 'sending' under one of p_claims are written, so a pass whose lease lapsed and
 -- whose rows another pass took over cannot overwrite that pass's outcome, and a call retried after
--- its answer was lost writes nothing twice. clear_token removes the push token from the owner's
--- profile if it is still the one that failed (DeviceNotRegistered).
+-- its answer was lost writes nothing twice. clear_token removes the push token from where the
+-- owner's token is kept, if it is still the one that failed (DeviceNotRegistered):
+-- worker.clear_push_tokens.
 CREATE OR REPLACE FUNCTION public.worker_record_push_outcomes(
     p_now timestamptz, p_claims uuid[], p_max_attempts integer, p_outcomes jsonb
 ) RETURNS jsonb
@@ -75,12 +76,11 @@ BEGIN
     INTO v_counts
     FROM written;
 
-    UPDATE public.profiles p
-    SET expo_push_token = NULL, updated_at = p_now
-    FROM jsonb_to_recordset(p_outcomes) AS x(id uuid, push_token text, clear_token boolean)
-    JOIN public.reminders r ON r.id = x.id
-    WHERE x.clear_token AND p.id = r.user_id AND p.expo_push_token = x.push_token;
-    GET DIAGNOSTICS v_cleared = ROW_COUNT;
+    v_cleared := worker.clear_push_tokens(p_now, ARRAY(
+        SELECT (r.user_id, x.push_token)::worker.user_token
+        FROM jsonb_to_recordset(p_outcomes) AS x(id uuid, push_token text, clear_token boolean)
+        JOIN public.reminders r ON r.id = x.id
+        WHERE x.clear_token AND x.push_token IS NOT NULL));
 
     RETURN v_counts || jsonb_build_object('tokens_cleared', v_cleared);
 END

@@ -6,8 +6,8 @@
 --   ok        receipt_status 'ok'; the reminder stays 'sent'.
 --   failed    not delivered, for good (DeviceNotRegistered, MessageTooBig, ...): 'failed' with the
 --             reason, receipt_status 'error'. sent_at_ts is kept: it records when Expo accepted the
---             message. clear_token clears the owner's token if it is still the one the reminder was
---             sent to (reminders.push_token).
+--             message. clear_token clears the owner's token where it is kept if it is still the one
+--             the reminder was sent to (reminders.push_token; worker.clear_push_tokens).
 --   resend    not delivered, worth sending again (MessageRateExceeded): 'pending' with one more
 --             attempt and next_attempt_at; after p_max_attempts attempts 'failed', like a send.
 --   deferred  not delivered because the project's push credentials are wrong (InvalidCredentials,
@@ -35,6 +35,12 @@ AS $$
                 WHEN x.outcome = 'resend' THEN 'failed'
                 ELSE r.status END,
             retry_count = coalesce(r.retry_count, 0) + CASE WHEN x.outcome = 'resend' THEN 1 ELSE 0 END,
+            -- Back to 'pending' to be sent again: Expo's acceptance is void (sent_at_ts IS NULL is
+            -- what makes a pending reminder sendable, as in seed 004).
+            sent_at_ts = CASE
+                WHEN x.outcome = 'deferred' THEN NULL
+                WHEN x.outcome = 'resend' AND coalesce(r.retry_count, 0) + 1 < p_max_attempts THEN NULL
+                ELSE r.sent_at_ts END,
             error_message = CASE
                 WHEN x.outcome = 'resend' AND coalesce(r.retry_count, 0) + 1 >= p_max_attempts
                     THEN format('gave up after %s attempts: %s', coalesce(r.retry_count, 0) + 1, x.error)
@@ -63,11 +69,9 @@ AS $$
         RETURNING r.id, x.outcome, r.status, r.user_id, r.push_token,
                   coalesce(x.clear_token, false) AS clear_token
     ), cleared AS (
-        UPDATE public.profiles p
-        SET expo_push_token = NULL, updated_at = p_now
-        FROM written w
-        WHERE w.clear_token AND p.id = w.user_id AND p.expo_push_token = w.push_token
-        RETURNING p.id
+        SELECT worker.clear_push_tokens(p_now, ARRAY(
+            SELECT (w.user_id, w.push_token)::worker.user_token FROM written w
+            WHERE w.clear_token AND w.push_token IS NOT NULL)) AS n
     )
     SELECT jsonb_build_object(
         'ok', count(*) FILTER (WHERE w.outcome = 'ok'),
@@ -76,6 +80,6 @@ AS $$
         'deferred', count(*) FILTER (WHERE w.outcome = 'deferred'),
         'missing', count(*) FILTER (WHERE w.outcome IN ('missing', 'later')),
         'unknown', count(*) FILTER (WHERE w.outcome = 'unknown'),
-        'tokens_cleared', (SELECT count(*) FROM cleared))
+        'tokens_cleared', (SELECT n FROM cleared))
     FROM written w
 $$;

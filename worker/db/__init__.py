@@ -33,6 +33,7 @@ from worker.records import (
     decode_each,
     wire_all,
 )
+from worker.vocabulary import CONSTRAINED_COLUMNS, EventStatus, ReminderStatus, constraint_name
 
 if TYPE_CHECKING:
     from worker.config import Settings
@@ -164,6 +165,16 @@ class Gateway(abc.ABC):
     def status(self, now: datetime, *, patience: float = DEFAULT_PATIENCE) -> dict[str, Any]:
         """The status view's document (see sql/functions/public.worker_status.sql)."""
         return dict(self.call("worker_status", patience=patience, p_now=now) or {})
+
+    def audit(self, *, patience: float = DEFAULT_PATIENCE) -> dict[str, Any]:
+        """What `check` reports about the live database (sql/functions/public.worker_audit.sql)."""
+        return dict(self.call("worker_audit", patience=patience, p_event_statuses=[s.value for s in EventStatus],
+                              p_reminder_statuses=[s.value for s in ReminderStatus],
+                              p_constraints=[constraint_name(t, c) for t, c in CONSTRAINED_COLUMNS]) or {})
+
+    def secure_tokens(self, *, dry_run: bool) -> dict[str, Any]:
+        """Move Google refresh tokens from user metadata into the worker's private store."""
+        return dict(self.call("worker_secure_tokens", p_dry_run=dry_run) or {})
 
     def schema_version(self, *, patience: float = DEFAULT_PATIENCE) -> dict[str, Any]:
         """``{"version": newest applied migration, "definitions": checksum of the definitions}``."""

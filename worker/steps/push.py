@@ -86,12 +86,16 @@ class _Written:
 
 
 def build_message(row: ReminderRow, now: datetime) -> Outbound | PushResult:
-    """The notification for a claimed reminder, or the failure that stops it being sent."""
-    if not row.has_profile:
-        return PushResult(row.id, PushOutcome.FAILED, "the event's owner has no profile", ErrorKind.NO_TOKEN)
-    if not row.push_token:
-        return PushResult(row.id, PushOutcome.FAILED, "the owner has no Expo push token", ErrorKind.NO_TOKEN)
-    if not planner.is_expo_push_token(row.push_token):
+    """The notification for a claimed reminder, or the failure that stops it being sent.
+
+    The token is the owner's current one (profile, else user metadata); a row the app wrote before
+    the worker arrived falls back to its own push_token and is sent with its own stored text.
+    """
+    token = row.push_token or (row.row_push_token if not row.planned_by_worker else None)
+    if not token:
+        return PushResult(row.id, PushOutcome.FAILED, "the owner has no Expo push token (neither "
+                          "profiles.expo_push_token nor expo_push_token in the user's metadata)", ErrorKind.NO_TOKEN)
+    if not planner.is_expo_push_token(token):
         return PushResult(row.id, PushOutcome.FAILED, "the owner's push token is malformed (expected "
                           "ExponentPushToken[...] or ExpoPushToken[...])", ErrorKind.BAD_TOKEN)
     _, usable = planner.timezone_for(row.timezone)
@@ -100,13 +104,17 @@ def build_message(row: ReminderRow, now: datetime) -> Outbound | PushResult:
                           ErrorKind.TIMEZONE)
     data = {"event_id": row.event_id, "reminder_id": row.id}
     expiration = int(row.start_ts.timestamp())
-    skeleton = Outbound(row.id, row.push_token, "", "", data, expiration).payload()
+    skeleton = Outbound(row.id, token, "", "", data, expiration).payload()
     overhead = len(json.dumps(skeleton, ensure_ascii=False, separators=(",", ":")).encode()) + _PAYLOAD_MARGIN
-    msg = planner.render_message(
-        title=row.title, child_name=row.child_name, start_ts=row.start_ts, location=row.location,
-        prep_items=row.prep_items, now=now, zone_name=row.timezone,
-        max_bytes=planner.EXPO_MAX_PAYLOAD_BYTES, overhead=overhead)
-    return Outbound(row.id, row.push_token, msg.title, msg.body, data, expiration)
+    if not row.planned_by_worker and row.stored_message and row.stored_message.strip():
+        msg = planner.stored_message(title=row.title, child_name=row.child_name, text=row.stored_message,
+                                     max_bytes=planner.EXPO_MAX_PAYLOAD_BYTES, overhead=overhead)
+    else:
+        msg = planner.render_message(
+            title=row.title, child_name=row.child_name, start_ts=row.start_ts, location=row.location,
+            prep_items=row.prep_items, now=now, zone_name=row.timezone,
+            max_bytes=planner.EXPO_MAX_PAYLOAD_BYTES, overhead=overhead)
+    return Outbound(row.id, token, msg.title, msg.body, data, expiration)
 
 
 def delivery_result(d: Delivery, out: Outbound, row: ReminderRow, settings: Settings, now: datetime,

@@ -1,0 +1,7 @@
+-- Objects an earlier version of the worker defined and this one no longer has: dropped by every
+-- `migrate` that changes a definition, before the current definitions are applied.
+
+-- Events waiting for a reconnected Google grant or a fixed time zone are now given back by the
+-- events claim (worker_claim_events), which also sees tokens in user metadata.
+DROP TRIGGER IF EXISTS profiles_on_change ON public.profiles;
+DROP FUNCTION IF EXISTS worker.profiles_on_change();
