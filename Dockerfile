@@ -1,9 +1,31 @@
 # reminder-worker: one image for every mode.
 #   docker run IMAGE                 -> one pass, then exit (CronJob; default CMD)
 #   docker run IMAGE serve           -> HTTP trigger on :8080 (POST /run, GET /healthz, GET /readyz)
+#   docker run IMAGE migrate         -> applies the SQL shipped in the package to DATABASE_URL
 #   docker run IMAGE run --loop --interval 60
 # Configuration (DATABASE_URL, SUPABASE_*, GOOGLE_*, EXPO_*, WORKER_TRIGGER_TOKEN, ...) comes from the
 # environment at run time: nothing secret is baked into this image.
+#
+# Two stages: `build` turns pyproject.toml, worker/ and sql/ into the wheel (the same wheel
+# tests/unit/test_packaging.py builds and checks), with the build backend pinned by hash in
+# requirements-build.lock; the image installs requirements.lock (every package pinned by hash), then
+# that wheel without dependencies. Only the wheel leaves the build stage: no stand-ins, demo, tests
+# or build tools in the image.
+FROM python:3.11-slim-bookworm AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+WORKDIR /src
+COPY requirements-build.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements-build.lock
+COPY pyproject.toml ./
+COPY sql/ ./sql/
+COPY worker/ ./worker/
+RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --no-index --wheel-dir /dist .
+
+
 FROM python:3.11-slim-bookworm
 
 LABEL org.opencontainers.image.title="reminder-worker" \
@@ -12,10 +34,8 @@ LABEL org.opencontainers.image.title="reminder-worker" \
 
 # HOME=/tmp: the process runs with a read-only root filesystem in Kubernetes, where /tmp is the only
 # writable mount; anything that wants a home directory (caches, platformdirs) lands there.
-# PYTHONPATH=/app: `python worker/main.py` puts /app/worker on sys.path, this makes `import worker` work.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PYTHONPATH=/app \
     HOME=/tmp \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -28,13 +48,18 @@ RUN groupadd --system --gid 10001 reminder \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin reminder
 
-# Dependencies in their own layer: rebuilt only when requirements.txt (fully pinned) changes.
-COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt
+# Dependencies in their own layer, rebuilt only when the lock changes. --require-hashes: every
+# package, transitive ones included, must be in the lock with the hash of the file downloaded.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 
-# Application code, owned by root and only readable by the runtime user.
-COPY worker/ ./worker/
-COPY sql/ ./sql/
+# The worker itself: the wheel from the build stage, without dependencies (`pip check` proves the
+# lock satisfies the wheel's). Installed by root into site-packages, so the runtime user can only read
+# it, with its console script /usr/local/bin/reminder-worker and its SQL as package data.
+COPY --from=build /dist/ /tmp/dist/
+RUN pip install --no-cache-dir --no-deps --no-index /tmp/dist/reminder_worker-*.whl \
+    && pip check \
+    && rm -rf /tmp/dist
 
 USER 10001:10001
 
@@ -42,5 +67,5 @@ USER 10001:10001
 # Kubernetes ignores HEALTHCHECK anyway and uses the probes in deploy/serve.yaml.
 EXPOSE 8080
 
-ENTRYPOINT ["python", "worker/main.py"]
+ENTRYPOINT ["reminder-worker"]
 CMD ["run"]

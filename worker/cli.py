@@ -8,6 +8,7 @@ Exit codes (the contract): 0 the command did its job (per-row failures live in t
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from worker import logs
 from worker.config import TRIGGERS, ConfigError, Settings
+from worker.db import DatabaseError, DatabaseUnavailable, open_gateway
 
 if TYPE_CHECKING:
     from worker.passes import CalendarPort
@@ -34,6 +36,11 @@ class _Parser(argparse.ArgumentParser):
 
 #: The shortest --interval: a loop faster than this only burns the database and Expo.
 MIN_INTERVAL = 1.0
+
+
+def _prog() -> str:
+    """How the worker was started, for usage lines: the installed command or the checkout's script."""
+    return "reminder-worker" if os.path.basename(sys.argv[0]) == "reminder-worker" else "python worker/main.py"
 
 
 def parse_interval(text: str) -> float:
@@ -56,7 +63,7 @@ def parse_instant(text: str) -> datetime:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python worker/main.py", description="reminder-worker")
+    p = _Parser(prog=_prog(), description="reminder-worker")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
     run = sub.add_parser("run", help="one pass (events, then pushes), then exit")
     run.add_argument("--now", type=parse_instant, help="act as if the clock read this instant")
@@ -90,32 +97,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "run":
             _record_config_failure(args, str(exc))
         return EXIT_CONFIG
-    logs.setup(settings.log_level, settings.log_format)
-    for secret in (settings.database_url, settings.supabase_key, settings.google_client_secret,
-                   settings.expo_access_token, settings.trigger_token):
+    logs.setup(settings.log.level, settings.log.format)
+    for secret in (settings.database.url, settings.database.supabase_key, settings.google.client_secret,
+                   settings.expo.access_token, settings.serve.trigger_token):
         logs.register_secret(secret)
     try:
         if command == "run":
             return _run(settings, getattr(args, "now", None), getattr(args, "loop", False),
-                        getattr(args, "interval", 60.0), _trigger(args, settings.worker_trigger))
+                        getattr(args, "interval", 60.0), _trigger(args, settings.passes.trigger))
         if command == "migrate":
             return _migrate(settings)
         if command == "demo":
-            from worker.demo import run_demo
+            try:  # the demo lives beside the worker (demo/), not in an installed package or the image
+                from demo import run_demo
+            except ImportError as exc:
+                if exc.name != "demo":  # the demo is there, something it needs is not: a real error
+                    raise
+                print("the demo runs from a checkout of the repository: bash scripts/demo.sh", file=sys.stderr)
+                return EXIT_CONFIG
 
             return run_demo(data_dir=args.data_dir, fresh=args.fresh)
         if command == "check":
-            from worker.check import run_check
+            from worker.ops.check import run_check  # each command imports what it needs: `run` stays light
 
             return run_check(settings)
         if command == "serve":
-            from worker.serve import run_server
+            from worker.serve.app import run_server  # starlette and uvicorn only for `serve`
 
             return run_server(settings, args.host, args.port, calendar_factory=_calendar)
         if command == "secure-tokens":
             return _secure_tokens(settings, dry_run=args.dry_run)
         if command == "status":
-            from worker.status import run_status
+            from worker.ops.status import run_status  # (as above)
 
             return run_status(settings, as_json=args.json)
     except ConfigError as exc:
@@ -128,13 +141,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _migrate(settings: Settings) -> int:
-    if settings.database_url is None:
+    if settings.database.url is None:
         raise ConfigError("DATABASE_URL", "migrate needs a direct Postgres connection (the Data API cannot run DDL)")
-    from worker.db import DatabaseError, DatabaseUnavailable
-    from worker.db.migrate import migrate
+    from worker.db.migrate import migrate  # psycopg's DDL path only for `migrate`
 
     try:
-        done = migrate(settings.database_url)
+        done = migrate(settings.database.url)
     except (DatabaseError, DatabaseUnavailable) as exc:
         logs.event("migrate.failed", 40, error=str(exc))
         print(f"migrate failed: {exc}", file=sys.stderr)
@@ -153,10 +165,9 @@ def _migrate(settings: Settings) -> int:
 
 def _secure_tokens(settings: Settings, *, dry_run: bool) -> int:
     """Move refresh tokens out of user metadata (see sql/functions/public.worker_secure_tokens.sql)."""
-    from worker.db import DatabaseError, DatabaseUnavailable, open_gateway
 
     try:
-        with open_gateway(settings) as gateway:
+        with open_gateway(settings.database) as gateway:
             done = gateway.secure_tokens(dry_run=dry_run)
     except (DatabaseError, DatabaseUnavailable) as exc:
         print(f"secure-tokens failed: {exc}", file=sys.stderr)
@@ -181,9 +192,7 @@ def _trigger(args: argparse.Namespace, configured: str | None) -> str:
 
 def _record_config_failure(args: argparse.Namespace, error: str) -> None:
     """Best effort: record a `run` that exits 2 when the database can still be found."""
-    import os
-
-    from worker.history import record_config_failure
+    from worker.ops.history import record_config_failure  # only on the way out with exit 2
 
     configured = os.environ.get("WORKER_TRIGGER", "").strip().lower()
     trigger = _trigger(args, configured if configured in TRIGGERS else None)
@@ -192,8 +201,7 @@ def _record_config_failure(args: argparse.Namespace, error: str) -> None:
 
 def _run(settings: Settings, now: datetime | None, loop: bool, interval: float, trigger: str = "manual") -> int:
     settings.require_database()
-    from worker.db import open_gateway
-    from worker.passes import PassResult, run_pass
+    from worker.passes import PassResult, run_pass  # the pass's clients (requests, the Expo SDK) only for `run`
 
     stop = threading.Event()
     if loop:  # before anything slow, so a SIGTERM during start-up also ends cleanly
@@ -204,7 +212,7 @@ def _run(settings: Settings, now: datetime | None, loop: bool, interval: float, 
 
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-    gateway = open_gateway(settings)
+    gateway = open_gateway(settings.database)
 
     def one_pass() -> PassResult:
         calendar = _calendar(settings)
@@ -228,6 +236,6 @@ def _run(settings: Settings, now: datetime | None, loop: bool, interval: float, 
 
 def _calendar(settings: Settings) -> CalendarPort | None:
     """The calendar client when Google is configured, else None (calendar sync off)."""
-    from worker.calendar_sync import calendar_from_settings
+    from worker.steps.calendar import calendar_from_settings  # the Google stack only when configured
 
-    return calendar_from_settings(settings)
+    return calendar_from_settings(settings.google, settings.passes.reminder_offsets)

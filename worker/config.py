@@ -1,17 +1,30 @@
-"""Configuration: the environment, read once, checked early, with secrets kept out of reprs.
+"""Configuration: the environment, read once, checked early, one component per part of the worker.
 
-Every problem is a :class:`ConfigError` naming the variable, so the CLI can print one line and
-exit 2 instead of failing at 3 a.m. halfway through a pass.
+Each part gets only its own settings: the database gateway :class:`DatabaseSettings`, the Expo
+client and the push and receipts steps :class:`ExpoSettings`, the calendar :class:`GoogleSettings`,
+the pass :class:`PassSettings`, ``serve`` :class:`ServeSettings`, logging :class:`LogSettings`.
+:class:`Settings` holds one of each. Validation lives here only (pydantic-settings): every problem
+is a :class:`ConfigError` naming the variable, so the CLI prints one line and exits 2 instead of
+failing at 3 a.m. halfway through a pass. Each field's ``description`` is its documentation: the
+README's configuration table is generated from it (:func:`markdown_table`, checked by a test), so no
+setting goes undocumented.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
+from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.vocabulary import RunTrigger
 
@@ -42,6 +55,9 @@ class Secret(str):
         return "Secret('***')"
 
 
+# --- value types --------------------------------------------------------------------------------
+
+
 def parse_offsets(text: str, variable: str = "REMINDER_OFFSETS") -> tuple[timedelta, ...]:
     """Parse ``"24h,3h,30m"`` into lead times, longest first, without duplicates."""
     offsets: set[timedelta] = set()
@@ -62,6 +78,15 @@ def parse_offsets(text: str, variable: str = "REMINDER_OFFSETS") -> tuple[timede
     return tuple(sorted(offsets, reverse=True))
 
 
+def format_offset(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    for unit in ("h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def service_key_problem(key: str) -> str | None:
     """Why ``key`` cannot be a Supabase service-role key, or None. Never quotes the key.
 
@@ -76,12 +101,9 @@ def service_key_problem(key: str) -> str | None:
     parts = key.split(".")
     if len(parts) != 3 or not all(parts[:2]):
         return "is neither a JWT (three dot-separated parts) nor an sb_secret_... key"
-    import base64
-    import json
-
     try:
         payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, binascii.Error):
         return "is not a readable JWT (its payload is not base64url-encoded JSON)"
     role = payload.get("role") if isinstance(payload, dict) else None
     if role != "service_role":
@@ -89,209 +111,340 @@ def service_key_problem(key: str) -> str | None:
     return None
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(name, f"{raw!r} is not a whole number") from None
-    if not low <= value <= high:
-        raise ConfigError(name, f"{value} is outside {low}..{high}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(name, f"{raw!r} is not a number") from None
-    if not low <= value <= high:
-        raise ConfigError(name, f"{value} is outside {low}..{high}")
-    return value
-
-
-def _url(env: Mapping[str, str], name: str, default: str | None) -> str | None:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    parts = urlsplit(raw)
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(name, "must be an http(s) URL")
-    return raw
+        raise ValueError("must be an http(s) URL")
+    return value
 
 
+def _postgres_url(value: str) -> str:
+    if urlsplit(value).scheme not in ("postgres", "postgresql") and "=" not in value:  # libpq key=value is fine
+        raise ValueError("must be a postgresql:// URL or a libpq connection string")
+    return value
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _upper(value: Any) -> Any:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+def _one_of(*words: str) -> Any:
+    def check(value: str) -> str:
+        if value not in words:
+            raise ValueError(f"{value!r} is not {', '.join(words[:-1])} or {words[-1]}")
+        return value
+    return AfterValidator(check)
+
+
+SecretText = Annotated[str, AfterValidator(Secret)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+PostgresUrl = Annotated[str, AfterValidator(_postgres_url), AfterValidator(Secret)]
+#: What started a pass, for its history row (worker_runs.trigger).
 TRIGGERS = tuple(t.value for t in RunTrigger)
 
 
-def _trigger(env: Mapping[str, str]) -> str | None:
-    raw = env.get("WORKER_TRIGGER", "").strip().lower()
-    if raw and raw not in TRIGGERS:
-        raise ConfigError("WORKER_TRIGGER", f"{raw!r} is not one of {', '.join(TRIGGERS)}")
-    return raw or None
+def _env(*names: str, doc: str, **kw: Any) -> Any:
+    """A field read from the environment variable(s) ``names`` (the first is the documented one)."""
+    return Field(validation_alias=AliasChoices(*names) if len(names) > 1 else names[0], description=doc, **kw)
 
 
-def _secret(env: Mapping[str, str], name: str) -> Secret | None:
-    raw = env.get(name, "").strip()
-    return Secret(raw) if raw else None
+class _Component(BaseSettings):
+    """One part's settings. Read from a mapping of environment variables (empty ones count as
+    unset); ``validate_default`` runs each field's checks on its default too."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", case_sensitive=True, validate_default=True)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], *sources: Any,
+                                   **named: Any) -> tuple[Any, ...]:
+        """Only the values handed over (:func:`read`): the environment is read once, by
+        :meth:`Settings.from_env`, the same way for every component (empty counts as unset)."""
+        init = named.get("init_settings", sources[0] if sources else None)
+        return (init,)
+
+    #: The section of the README's table this component fills.
+    title: ClassVar[str] = ""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Any:
+        """This component alone, e.g. the database settings of a run whose other settings are invalid."""
+        return read(cls, _values(env))
+
+    def shown(self) -> dict[str, str]:
+        """Each variable with its value for display: secrets masked, unset as ``-``."""
+        out: dict[str, str] = {}
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if isinstance(value, Secret):
+                text = "***"
+            elif isinstance(value, tuple):
+                text = ",".join(format_offset(v) for v in value)
+            else:
+                text = "-" if value is None else str(value)
+            out[_variable(info)] = text
+        return out
 
 
-@dataclass(frozen=True)
+def _variable(info: FieldInfo) -> str:
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return str(alias)
+
+
+# --- the components -----------------------------------------------------------------------------
+
+
+class DatabaseSettings(_Component):
+    title: ClassVar[str] = "Database"
+
+    url: PostgresUrl | None = _env(
+        "DATABASE_URL", default=None,
+        doc="direct Postgres connection (Supabase's connection string or any Postgres 14+); wins over the Data API")
+    supabase_url: HttpUrl | None = _env(
+        "SUPABASE_URL", "EXPO_PUBLIC_SUPABASE_URL", default=None,
+        doc="Supabase Data API base URL (`EXPO_PUBLIC_SUPABASE_URL` is accepted too)")
+    supabase_key: SecretText | None = _env(
+        "SUPABASE_SERVICE_ROLE_KEY", default=None,
+        doc="the service role key for the Data API: a JWT `service_role` key or an `sb_secret_...` key")
+
+    @model_validator(mode="after")
+    def _data_api_needs_the_service_key(self) -> DatabaseSettings:
+        if self.url is None and self.supabase_url is not None:
+            if self.supabase_key is None:
+                raise ConfigError("SUPABASE_SERVICE_ROLE_KEY", "is required with SUPABASE_URL")
+            problem = service_key_problem(self.supabase_key)
+            if problem is not None:
+                raise ConfigError("SUPABASE_SERVICE_ROLE_KEY", problem)
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return self.url is not None or self.supabase_url is not None
+
+    def require(self) -> None:
+        """A production pass never falls back to a local database."""
+        if not self.configured:
+            raise ConfigError(
+                "DATABASE_URL", "is not set (nor SUPABASE_URL with SUPABASE_SERVICE_ROLE_KEY); "
+                "`python worker/main.py demo` runs on an embedded database instead")
+
+
+class ExpoSettings(_Component):
+    title: ClassVar[str] = "Expo push"
+
+    access_token: SecretText | None = _env(
+        "EXPO_ACCESS_TOKEN", default=None, doc="sent as `Authorization: Bearer` on every Expo call")
+    api_url: Annotated[HttpUrl, AfterValidator(lambda v: v.rstrip("/"))] = _env(
+        "EXPO_API_URL", default=DEFAULT_EXPO_API_URL,
+        doc="Expo push API base: sends go to `{EXPO_API_URL}/push/send`, receipts to `.../push/getReceipts`")
+    max_attempts: int = _env("PUSH_MAX_ATTEMPTS", default=5, ge=1, le=100,
+                             doc="failed delivery attempts before a reminder is `failed`")
+    concurrency: int = _env("PUSH_CONCURRENCY", default=6, ge=1, le=32,
+                            doc="Expo requests in flight at once (each up to 100 messages)")
+    rate_limit: float = _env("PUSH_RATE_LIMIT", default=600.0, ge=0, le=100_000,
+                             doc="notifications per second sent to Expo, at most (0 = no limit)")
+    timeout: float = _env("PUSH_TIMEOUT", default=15.0, ge=0.1, le=300, doc="seconds one Expo request may take")
+    request_attempts: int = _env("PUSH_REQUEST_ATTEMPTS", default=3, ge=1, le=10,
+                                 doc="tries of one Expo request within a pass (network errors, 429, 5xx)")
+    retry_wait: float = _env("PUSH_RETRY_WAIT", default=0.5, ge=0, le=60,
+                             doc="first wait between those tries, in seconds (it doubles, with jitter)")
+    receipt_delay_seconds: int = _env("RECEIPT_DELAY_SECONDS", default=900, ge=0, le=86400,
+                                      doc="seconds after sending before a receipt is asked for")
+    receipt_max_per_pass: int = _env("RECEIPT_MAX_PER_PASS", default=10_000, ge=0, le=1_000_000,
+                                     doc="receipts checked per pass, at most (0 = no receipt checks)")
+    receipt_time_budget_seconds: float = _env("RECEIPT_TIME_BUDGET_SECONDS", default=20.0, ge=0, le=3600,
+                                              doc="seconds a pass spends on receipts, at most")
+
+
+class GoogleSettings(_Component):
+    title: ClassVar[str] = "Google Calendar"
+
+    client_id: str | None = _env("GOOGLE_CLIENT_ID", default=None,
+                                 doc="OAuth client that issued the parents' refresh tokens (calendar sync off without)")
+    client_secret: SecretText | None = _env("GOOGLE_CLIENT_SECRET", default=None, doc="that OAuth client's secret")
+    client_email: str | None = _env("GOOGLE_CLIENT_EMAIL", default=None,
+                                    doc="optional service account, for calendars parents shared with it")
+    private_key: Annotated[SecretText | None, BeforeValidator(lambda v: v.replace("\\n", "\n") if isinstance(
+        v, str) else v)] = _env("GOOGLE_PRIVATE_KEY", default=None,
+                                doc="the service account's private key (literal `\\n` is fine)")
+    project_id: str | None = _env("GOOGLE_PROJECT_ID", default=None, doc="the service account's project")
+    api_url: Annotated[HttpUrl, AfterValidator(lambda v: v if v.endswith("/") else v + "/")] = _env(
+        "GOOGLE_API_URL", default=DEFAULT_GOOGLE_API_URL,
+        doc="base of Google APIs; calendar calls go to `{GOOGLE_API_URL}calendar/v3/...`")
+    token_uri: HttpUrl = _env("GOOGLE_TOKEN_URI", default=DEFAULT_GOOGLE_TOKEN_URI, doc="OAuth token endpoint")
+    concurrency: int = _env("CALENDAR_CONCURRENCY", default=8, ge=1, le=64,
+                            doc="parents synced with Google in parallel")
+
+    @model_validator(mode="after")
+    def _pairs(self) -> GoogleSettings:
+        if bool(self.client_id) != bool(self.client_secret):
+            missing = "GOOGLE_CLIENT_SECRET" if self.client_id else "GOOGLE_CLIENT_ID"
+            raise ConfigError(missing, "is required when the other OAuth client setting is set")
+        if bool(self.client_email) != bool(self.private_key):
+            missing = "GOOGLE_PRIVATE_KEY" if self.client_email else "GOOGLE_CLIENT_EMAIL"
+            raise ConfigError(missing, "is required when the other service-account setting is set")
+        return self
+
+    @property
+    def oauth_configured(self) -> bool:
+        return bool(self.client_id and self.client_secret)
+
+    @property
+    def service_account_configured(self) -> bool:
+        return bool(self.client_email and self.private_key)
+
+
+class PassSettings(_Component):
+    title: ClassVar[str] = "The pass"
+
+    reminder_offsets: Annotated[tuple[timedelta, ...], BeforeValidator(
+        lambda v: parse_offsets(v) if isinstance(v, str) else v)] = _env(
+        "REMINDER_OFFSETS", default=DEFAULT_OFFSETS,
+        doc="reminder lead times before `start_ts` (`d`, `h`, `m`, `s`); a day is a calendar day")
+    batch_size: int = _env("WORKER_BATCH_SIZE", default=1000, ge=1, le=1000, doc="rows per claim")
+    lease_seconds: int = _env("WORKER_LEASE_SECONDS", default=300, ge=10, le=86400,
+                              doc="how long a claim is held before another pass may take it over")
+    retry_base_seconds: float = _env("RETRY_BASE_SECONDS", default=30.0, ge=0, le=86400,
+                                     doc="backoff between passes: base * 2^(failures-1), with jitter")
+    retry_max_seconds: float = _env("RETRY_MAX_SECONDS", default=3600.0, ge=0, le=7 * 86400,
+                                    doc="the longest backoff between passes")
+    worker_runs_retention_days: int = _env("WORKER_RUNS_RETENTION_DAYS", default=30, ge=1, le=3650,
+                                           doc="days of run history kept")
+    reminder_retention_days: int = _env("REMINDER_RETENTION_DAYS", default=90, ge=1, le=3650,
+                                        doc="days settled reminders are kept, counted from `notify_at_ts`")
+    trigger: Annotated[RunTrigger | None, BeforeValidator(_lower)] = _env(
+        "WORKER_TRIGGER", default=None, doc="what started `run`, for its history row (the CronJob sets `cron`)")
+    pushgateway_url: HttpUrl | None = _env("PROMETHEUS_PUSHGATEWAY_URL", default=None,
+                                           doc="a Prometheus Pushgateway each pass pushes its metrics to")
+
+
+class ServeSettings(_Component):
+    title: ClassVar[str] = "`serve`"
+
+    trigger_token: SecretText | None = _env("WORKER_TRIGGER_TOKEN", default=None,
+                                            doc="bearer secret `serve` demands (it refuses to start without)")
+    shutdown_grace: float = _env("WORKER_SHUTDOWN_GRACE", default=60.0, ge=0, le=3600,
+                                 doc="seconds a SIGTERM waits for the pass in flight")
+
+
+class LogSettings(_Component):
+    title: ClassVar[str] = "Logging"
+
+    level: Annotated[str, BeforeValidator(_upper), _one_of("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")] = _env(
+        "LOG_LEVEL", default="INFO", doc="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    format: Annotated[str, BeforeValidator(_lower), _one_of("json", "text")] = _env(
+        "LOG_FORMAT", default="json", doc="`json` (one object per line) or `text`")
+
+
+COMPONENTS: tuple[type[_Component], ...] = (DatabaseSettings, ExpoSettings, GoogleSettings, PassSettings,
+                                            ServeSettings, LogSettings)
+
+
 class Settings:
-    """Everything a pass needs to know, validated. Build with :meth:`from_env`."""
+    """One of each component, read from the same environment."""
 
-    database_url: Secret | None = None
-    supabase_url: str | None = None
-    supabase_key: Secret | None = None
-    google_client_id: str | None = None
-    google_client_secret: Secret | None = None
-    google_client_email: str | None = None
-    google_private_key: Secret | None = None
-    google_project_id: str | None = None
-    google_api_url: str = DEFAULT_GOOGLE_API_URL
-    google_token_uri: str = DEFAULT_GOOGLE_TOKEN_URI
-    expo_access_token: Secret | None = None
-    expo_api_url: str = DEFAULT_EXPO_API_URL
-    reminder_offsets: tuple[timedelta, ...] = field(default_factory=lambda: parse_offsets(DEFAULT_OFFSETS))
-    push_max_attempts: int = 5
-    push_concurrency: int = 6
-    push_rate_limit: float = 600.0  # notifications per second; 0 turns the limiter off
-    push_timeout: float = 15.0
-    push_request_attempts: int = 3
-    push_retry_wait: float = 0.5
-    batch_size: int = 1000
-    lease_seconds: int = 300
-    retry_base_seconds: float = 30.0
-    retry_max_seconds: float = 3600.0
-    calendar_concurrency: int = 8
-    trigger_token: Secret | None = None
-    log_level: str = "INFO"
-    log_format: str = "json"
-    # Receipts, run history, retention, metrics (issue 4).
-    receipt_delay_seconds: int = 900  # Expo: receipts are ready about 15 minutes after sending
-    receipt_max_per_pass: int = 10_000  # 0 turns receipt checks off
-    receipt_time_budget_seconds: float = 20.0  # the receipts step stops claiming after this
-    worker_runs_retention_days: int = 30
-    reminder_retention_days: int = 90  # settled reminders, counted from notify_at_ts
-    prometheus_pushgateway_url: str | None = None
-    worker_trigger: str | None = None  # cron|http|manual|loop: what started `run` (WORKER_TRIGGER)
+    __slots__ = ("database", "expo", "google", "log", "passes", "serve")
 
-    @property
-    def database_configured(self) -> bool:
-        return self.database_url is not None or self.supabase_url is not None
+    def __init__(self, database: DatabaseSettings, expo: ExpoSettings, google: GoogleSettings, passes: PassSettings,
+                 serve: ServeSettings, log: LogSettings) -> None:
+        self.database = database
+        self.expo = expo
+        self.google = google
+        self.passes = passes
+        self.serve = serve
+        self.log = log
 
-    @property
-    def google_oauth_configured(self) -> bool:
-        return bool(self.google_client_id and self.google_client_secret)
+    def __repr__(self) -> str:
+        return f"Settings(database={self.database!r}, expo={self.expo!r}, google={self.google!r}, ...)"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and validate the environment; raises :class:`ConfigError` on the first problem."""
-        env = os.environ if env is None else env
-        database_url = _secret(env, "DATABASE_URL")
-        if (database_url is not None and urlsplit(database_url).scheme not in ("postgres", "postgresql")
-                and "=" not in database_url):  # libpq key=value strings are fine too
-            raise ConfigError("DATABASE_URL", "must be a postgresql:// URL or a libpq connection string")
-        supabase_url = _url(env, "SUPABASE_URL", None) or _url(env, "EXPO_PUBLIC_SUPABASE_URL", None)
-        supabase_key = _secret(env, "SUPABASE_SERVICE_ROLE_KEY")
-        if database_url is None and supabase_url is not None:
-            if supabase_key is None:
-                raise ConfigError("SUPABASE_SERVICE_ROLE_KEY", "is required with SUPABASE_URL")
-            problem = service_key_problem(supabase_key)
-            if problem is not None:
-                raise ConfigError("SUPABASE_SERVICE_ROLE_KEY", problem)
-
-        google_client_id = env.get("GOOGLE_CLIENT_ID", "").strip() or None
-        google_client_secret = _secret(env, "GOOGLE_CLIENT_SECRET")
-        if bool(google_client_id) != bool(google_client_secret):
-            missing = "GOOGLE_CLIENT_SECRET" if google_client_id else "GOOGLE_CLIENT_ID"
-            raise ConfigError(missing, "is required when the other OAuth client setting is set")
-        private_key = _secret(env, "GOOGLE_PRIVATE_KEY")
-        if private_key is not None:
-            # Secret stores and .env files often carry the PEM with literal backslash-n.
-            private_key = Secret(private_key.replace("\\n", "\n"))
-        client_email = env.get("GOOGLE_CLIENT_EMAIL", "").strip() or None
-        if bool(client_email) != bool(private_key):
-            missing = "GOOGLE_PRIVATE_KEY" if client_email else "GOOGLE_CLIENT_EMAIL"
-            raise ConfigError(missing, "is required when the other service-account setting is set")
-
-        google_api_url = _url(env, "GOOGLE_API_URL", DEFAULT_GOOGLE_API_URL) or DEFAULT_GOOGLE_API_URL
-        if not google_api_url.endswith("/"):
-            google_api_url += "/"
-
-        log_format = env.get("LOG_FORMAT", "json").strip().lower() or "json"
-        if log_format not in ("json", "text"):
-            raise ConfigError("LOG_FORMAT", f"{log_format!r} is not json or text")
-        log_level = env.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
-        if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ConfigError("LOG_LEVEL", f"{log_level!r} is not DEBUG, INFO, WARNING, ERROR or CRITICAL")
-
-        return cls(
-            database_url=database_url,
-            supabase_url=supabase_url,
-            supabase_key=supabase_key,
-            google_client_id=google_client_id,
-            google_client_secret=google_client_secret,
-            google_client_email=client_email,
-            google_private_key=private_key,
-            google_project_id=env.get("GOOGLE_PROJECT_ID", "").strip() or None,
-            google_api_url=google_api_url,
-            google_token_uri=_url(env, "GOOGLE_TOKEN_URI", DEFAULT_GOOGLE_TOKEN_URI) or DEFAULT_GOOGLE_TOKEN_URI,
-            expo_access_token=_secret(env, "EXPO_ACCESS_TOKEN"),
-            expo_api_url=(_url(env, "EXPO_API_URL", DEFAULT_EXPO_API_URL) or DEFAULT_EXPO_API_URL).rstrip("/"),
-            reminder_offsets=parse_offsets(env.get("REMINDER_OFFSETS", "").strip() or DEFAULT_OFFSETS),
-            push_max_attempts=_int(env, "PUSH_MAX_ATTEMPTS", 5, 1, 100),
-            push_concurrency=_int(env, "PUSH_CONCURRENCY", 6, 1, 32),
-            push_rate_limit=_float(env, "PUSH_RATE_LIMIT", 600.0, 0.0, 100_000.0),
-            push_timeout=_float(env, "PUSH_TIMEOUT", 15.0, 0.1, 300.0),
-            push_request_attempts=_int(env, "PUSH_REQUEST_ATTEMPTS", 3, 1, 10),
-            push_retry_wait=_float(env, "PUSH_RETRY_WAIT", 0.5, 0.0, 60.0),
-            batch_size=_int(env, "WORKER_BATCH_SIZE", 1000, 1, 1000),
-            lease_seconds=_int(env, "WORKER_LEASE_SECONDS", 300, 10, 86400),
-            retry_base_seconds=_float(env, "RETRY_BASE_SECONDS", 30.0, 0.0, 86400.0),
-            retry_max_seconds=_float(env, "RETRY_MAX_SECONDS", 3600.0, 0.0, 7 * 86400.0),
-            calendar_concurrency=_int(env, "CALENDAR_CONCURRENCY", 8, 1, 64),
-            trigger_token=_secret(env, "WORKER_TRIGGER_TOKEN"),
-            log_level=log_level,
-            log_format=log_format,
-            receipt_delay_seconds=_int(env, "RECEIPT_DELAY_SECONDS", 900, 0, 86400),
-            receipt_max_per_pass=_int(env, "RECEIPT_MAX_PER_PASS", 10_000, 0, 1_000_000),
-            receipt_time_budget_seconds=_float(env, "RECEIPT_TIME_BUDGET_SECONDS", 20.0, 0.0, 3600.0),
-            worker_runs_retention_days=_int(env, "WORKER_RUNS_RETENTION_DAYS", 30, 1, 3650),
-            reminder_retention_days=_int(env, "REMINDER_RETENTION_DAYS", 90, 1, 3650),
-            prometheus_pushgateway_url=_url(env, "PROMETHEUS_PUSHGATEWAY_URL", None),
-            worker_trigger=_trigger(env),
-        )
+        values = _values(env)
+        return cls(*(read(component, values) for component in COMPONENTS))  # type: ignore[arg-type]
 
     def require_database(self) -> None:
-        """A production pass never falls back to a local database."""
-        if not self.database_configured:
-            raise ConfigError(
-                "DATABASE_URL", "is not set (nor SUPABASE_URL with SUPABASE_SERVICE_ROLE_KEY); "
-                "`python worker/main.py demo` runs on an embedded database instead"
-            )
+        self.database.require()
 
-    def redacted(self) -> dict[str, object]:
-        """The settings for display, secrets masked."""
-        out: dict[str, object] = {}
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            if isinstance(value, Secret):
-                value = "***"
-            elif isinstance(value, tuple):
-                value = ",".join(_format_offset(v) for v in value)
-            out[name] = value
-        return out
+    def shown(self) -> dict[str, str]:
+        """Every variable with its value for display (secrets masked, unset as ``-``)."""
+        return {k: v for c in (self.database, self.expo, self.google, self.passes, self.serve, self.log)
+                for k, v in c.shown().items()}
 
 
-def _format_offset(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit in ("h", "m"):
-        size = _UNIT_SECONDS[unit]
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+def _values(env: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment as the components read it: empty variables count as unset."""
+    source = os.environ if env is None else env
+    return {k: v.strip() for k, v in source.items() if isinstance(v, str) and v.strip()}
+
+
+def read(component: type[_Component], values: Mapping[str, str]) -> _Component:
+    """One component from environment values, as a :class:`ConfigError` naming the variable."""
+    try:
+        return component.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = error.get("loc") or ("?",)
+        variable = str(loc[0])
+        shown = values.get(variable, "")
+        raise ConfigError(variable, _reason(error, shown)) from None
+
+
+def _reason(error: Mapping[str, Any], raw: str) -> str:
+    kind = str(error.get("type", ""))
+    ctx = error.get("ctx") or {}
+    if kind in ("int_parsing", "int_from_float"):
+        return f"{raw!r} is not a whole number"
+    if kind == "float_parsing":
+        return f"{raw!r} is not a number"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        return f"{raw} is outside the allowed range ({_bound_text(kind, ctx)})"
+    if kind == "enum":
+        return f"{raw!r} is not one of {ctx.get('expected', '')}"
+    message = str(error.get("msg", "is invalid"))
+    return message.removeprefix("Value error, ")
+
+
+def _bound_text(kind: str, ctx: Mapping[str, Any]) -> str:
+    words = {"greater_than_equal": "at least", "less_than_equal": "at most", "greater_than": "more than",
+             "less_than": "less than"}
+    bound = next(iter(ctx.values()), "")
+    return f"{words[kind]} {bound}"
+
+
+# --- documentation ------------------------------------------------------------------------------
+
+
+def documented() -> Iterator[tuple[str, str, str, str]]:
+    """(section, variable, meaning, default) of every setting, in the order of the components."""
+    for component in COMPONENTS:
+        for info in component.model_fields.values():
+            default = info.default
+            if isinstance(default, tuple):
+                shown = ",".join(format_offset(v) for v in default)
+            elif default is None:
+                shown = "none"
+            else:
+                shown = f"`{default}`"
+            yield component.title, _variable(info), info.description or "", shown
+
+
+def markdown_table() -> str:
+    """The README's configuration table (generated: `python -m worker.config`)."""
+    lines = ["| variable | meaning | default |", "|---|---|---|"]
+    section = ""
+    for title, variable, meaning, default in documented():
+        if title != section:
+            lines.append(f"| **{title}** | | |")
+            section = title
+        lines.append(f"| `{variable}` | {meaning} | {default} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown_table(), end="")

@@ -15,16 +15,19 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from worker import logs
+from worker.clients.expo import ExpoPusher, pusher_from_settings
+from worker.config import ConfigError
 from worker.db import DEFAULT_PATIENCE, DatabaseError, DatabaseUnavailable, Gateway, SchemaOutdated
-from worker.history import record_pass
-from worker.metrics import push_pass_metrics
+from worker.ops.history import record_pass
+from worker.ops.metrics import push_pass_metrics
 from worker.steps.context import Degraded, PassAborted, PassClock, PassResult
 from worker.steps.events import CalendarPort, events_step
+from worker.steps.push import push_step
+from worker.steps.receipts import receipts_step
 from worker.vocabulary import ErrorKind
 
 if TYPE_CHECKING:
     from worker.config import Settings
-    from worker.push import ExpoPusher
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -43,9 +46,7 @@ def run_pass(
 ) -> PassResult:
     """Run the events step, the push step, then the receipts step; never raises for what a pass may
     meet. The pass is recorded in worker_runs (``trigger``: cron|http|manual|loop) at the end."""
-    from worker.config import ConfigError
-
-    clock = PassClock(now, lease_seconds=settings.lease_seconds)
+    clock = PassClock(now, lease_seconds=settings.passes.lease_seconds)
     result = PassResult(started_at=clock.start)
     trips_before = gateway.round_trips
     own_pusher = pusher is None
@@ -54,16 +55,12 @@ def run_pass(
     try:
         # The first call: is the database there, and does its schema match this code?
         gateway.schema_version(patience=DEFAULT_PATIENCE)
-        calendar_error = events_step(gateway, settings, clock, result.counts, calendar)
+        calendar_error = events_step(gateway, settings.passes, clock, result.counts, calendar)
         if pusher is None:
-            from worker.push import pusher_from_settings  # the Expo client stack, only when a pass runs
-
-            pusher = pusher_from_settings(settings)
-        from worker.steps.push import push_step
-        from worker.steps.receipts import receipts_step
-
-        push_step(gateway, pusher, settings, clock, result.counts, degraded)
-        receipts_step(gateway, pusher, settings, clock, result.counts, degraded)  # after the sends: never delays one
+            pusher = pusher_from_settings(settings.expo)
+        push_step(gateway, pusher, settings.passes, settings.expo, clock, result.counts, degraded)
+        receipts_step(gateway, pusher, settings.passes, settings.expo, clock, result.counts,
+                      degraded)  # after the sends: never delays one
         if calendar_error is not None:
             degraded.add(ErrorKind.GOOGLE_UNAVAILABLE,
                          f"Google Calendar unavailable for the whole pass: {calendar_error}")
@@ -98,9 +95,9 @@ def run_pass(
                error_kind=result.error_kind, duration_s=round(result.duration, 3),
                db_round_trips=result.db_round_trips, **asdict(result.counts))
     # Best effort, one call, prunes too; briefly only when the database was what failed.
-    record_pass(gateway, settings, result, clock.start, trigger,
+    record_pass(gateway, settings.passes, result, clock.start, trigger,
                 patience=1.0 if result.error_kind is ErrorKind.DATABASE_UNAVAILABLE else DEFAULT_PATIENCE)
-    push_pass_metrics(settings, result, trigger)  # only with PROMETHEUS_PUSHGATEWAY_URL
+    push_pass_metrics(settings.passes.pushgateway_url, result, trigger)
     if on_finish is not None:
         on_finish(result)
     return result

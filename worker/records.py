@@ -226,7 +226,7 @@ class ReminderClaim:
 
 @dataclass(frozen=True, slots=True)
 class CalendarOutcome:
-    """What the calendar made of one event (``worker.calendar_sync``): the entry's id after it, and
+    """What the calendar made of one event (``worker.steps.calendar``): the entry's id after it, and
     for a failure or a retry the reason and its kind."""
 
     outcome: EventOutcome

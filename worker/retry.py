@@ -34,10 +34,9 @@ DATABASE_FIRST_WAIT = 0.1
 DATABASE_MAX_WAIT = 5.0
 
 
-def database_retrying(patience: float, function: str = "") -> Retrying:
-    """Retry :class:`worker.db.DatabaseUnavailable` with backoff for up to ``patience`` seconds."""
-    from worker.db import DatabaseUnavailable
-
+def database_retrying(patience: float, retry_on: type[BaseException], function: str = "") -> Retrying:
+    """Retry ``retry_on`` (the gateway's "database unavailable") with backoff for up to ``patience``
+    seconds."""
     def log(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         wait = state.next_action.sleep if state.next_action is not None else 0.0
@@ -45,7 +44,7 @@ def database_retrying(patience: float, function: str = "") -> Retrying:
                    wait_s=round(wait, 2), error=str(exc) if exc else None)
 
     return Retrying(
-        retry=retry_if_exception_type(DatabaseUnavailable),
+        retry=retry_if_exception_type(retry_on),
         wait=wait_exponential_jitter(multiplier=DATABASE_FIRST_WAIT, max=DATABASE_MAX_WAIT, jitter=DATABASE_FIRST_WAIT),
         stop=stop_before_delay(max(patience, 0.0)),
         before_sleep=log,

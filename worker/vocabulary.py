@@ -48,6 +48,14 @@ class RunTrigger(StrEnum):
     LOOP = "loop"
 
 
+class RunState(StrEnum):
+    """Where a pass that ``serve`` started stands (``GET /runs/{id}``)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
 class ErrorKind(StrEnum):
     """Why something did not go through: ``events.error_kind``, ``reminders.error_kind`` and
     ``worker_runs.error_kind``. ``error_message`` says it for people; this says it for code,

@@ -24,8 +24,8 @@ import psycopg
 from tests.acceptance.cli import start_worker, worker
 
 if TYPE_CHECKING:
+    from standins.expo import ExpoStandIn
     from tests.pgserver import PgServer
-    from worker.standins.expo import ExpoStandIn
 
 # --- the stand-ins, seen from outside -------------------------------------------------------------
 

@@ -30,6 +30,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from standins.expo import ExpoStandIn
+from standins.google import GoogleStandIn
+from standins.postgrest import PostgrestStandIn
 from tests.acceptance.cli import clean_env, start_worker, worker
 from tests.appdb import (
     NOW,
@@ -42,10 +45,7 @@ from tests.appdb import (
     snapshot_rows,
     write_own_profile,
 )
-from worker.calendar_sync import EVENT_ID_PROPERTY, calendar_event_id
-from worker.standins.expo import ExpoStandIn
-from worker.standins.google import GoogleStandIn
-from worker.standins.postgrest import PostgrestStandIn
+from worker.steps.calendar import EVENT_ID_PROPERTY, calendar_event_id
 
 GATEWAYS = ["postgres", "data-api"]
 

@@ -1,5 +1,5 @@
 """`python worker/main.py run` with Google configured: real processes, a real database, the Google
-and Expo stand-ins. The calendar client comes from ``worker.calendar_sync.calendar_from_settings``
+and Expo stand-ins. The calendar client comes from ``worker.steps.calendar.calendar_from_settings``
 through the CLI's ``_calendar``.
 """
 
@@ -16,11 +16,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from standins.expo import ExpoStandIn
+from standins.google import GoogleStandIn
 from tests import seed
 from tests.acceptance.cli import clean_env, start_worker, worker
-from worker.calendar_sync import EVENT_ID_PROPERTY, REVOKED_REASON, calendar_event_id
-from worker.standins.expo import ExpoStandIn
-from worker.standins.google import GoogleStandIn
+from worker.steps.calendar import EVENT_ID_PROPERTY, REVOKED_REASON, calendar_event_id
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 START = NOW + timedelta(days=2)

@@ -64,8 +64,8 @@ def test_good_configuration_passes_without_showing_a_secret(db_url: str, private
     _no_secrets(output, private_key_pem)
     assert "problem:" not in output
     assert "warning:" not in output
-    assert "reminder_offsets: 2h,15m" in done.stdout
-    assert "database_url: ***" in done.stdout
+    assert "REMINDER_OFFSETS: 2h,15m" in done.stdout
+    assert "DATABASE_URL: ***" in done.stdout
     assert "schema version" in done.stdout
     assert "GOOGLE_PRIVATE_KEY parses" in done.stdout
 

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
+from standins.expo import ExpoStandIn
 from tests import seed
 from tests.acceptance.cli import clean_env, start_worker, worker
 from tests.acceptance.faults import delivered, duplicates, kill_storm, outage_database
-from worker.standins.expo import ExpoStandIn
 
 if TYPE_CHECKING:
     from tests.pgserver import PgServer
@@ -155,7 +155,7 @@ def test_a_database_outage_mid_pass_resends_nothing(outage_db: tuple[PgServer, s
 @pytest.mark.slow
 def test_a_database_outage_behind_the_data_api_resends_nothing(outage_db: tuple[PgServer, str],
                                                                expo: ExpoStandIn) -> None:
-    from worker.standins.postgrest import PostgrestStandIn
+    from standins.postgrest import PostgrestStandIn
 
     server, url = outage_db
     _seed_due(url, OUTAGE_REMINDERS)

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
+from standins.expo import ExpoStandIn
 from tests import seed
 from tests.acceptance.cli import clean_env, worker
 from tests.acceptance.faults import (
@@ -37,7 +38,6 @@ from tests.acceptance.faults import (
     stderr_lines,
 )
 from tests.integration.test_receipts import due_reminder
-from worker.standins.expo import ExpoStandIn
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 YEAR_10000 = "'10000-01-01 00:00+00'::timestamptz"
@@ -428,7 +428,7 @@ def test_google_echoing_the_token_request_leaks_no_secret(db: psycopg.Connection
                                                           expo: ExpoStandIn, case: str) -> None:
     """Google's token endpoint may quote the request (client_secret=..., refresh_token=...) in its
     error_description; none of it may reach events.error_message or the logs."""
-    from worker.standins.google import GoogleStandIn
+    from standins.google import GoogleStandIn
 
     refresh = f"1//0g-{case}-refresh-token-{uuid.uuid4().hex[:10]}"
     configured = WRONG_SECRET if case == "wrong_client_secret" else CLIENT_SECRET

@@ -16,9 +16,9 @@ from typing import Any
 
 import psycopg
 
+from standins.expo import ExpoStandIn
 from tests.acceptance.cli import clean_env, start_worker, worker
 from tests.integration.test_receipts import due_reminder
-from worker.standins.expo import ExpoStandIn
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import psycopg
 
+from standins.expo import ExpoStandIn
 from tests import seed
 from tests.acceptance.cli import MAIN, ROOT, clean_env
-from worker.standins.expo import ExpoStandIn
 
 
 def test_sigterm_stops_the_loop_after_the_pass_in_flight(db: psycopg.Connection[Any], db_url: str,

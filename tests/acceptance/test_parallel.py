@@ -16,9 +16,9 @@ from typing import Any
 
 import psycopg
 
+from standins.expo import ExpoStandIn
 from tests import seed
 from tests.acceptance.cli import MAIN, ROOT, clean_env
-from worker.standins.expo import ExpoStandIn
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import psycopg
 
+from standins.expo import ExpoStandIn
 from tests import seed
 from tests.acceptance.cli import clean_env, start_worker, worker
-from worker.standins.expo import ExpoStandIn
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -89,7 +89,8 @@ def test_a_pass_killed_mid_send_loses_nothing(db: psycopg.Connection[Any], db_ur
     # Before the lease runs out nobody touches them; after it, a later pass finishes the work.
     early = worker("run", "--now", _at(NOW + timedelta(seconds=60)), env=env)
     assert early.returncode == 0 and seed.statuses(db).get("sending", 0) == stuck.get("sending", 0)
-    late = worker("run", "--now", _at(NOW + timedelta(seconds=301)), env=env)
+    # The lease runs from the claim's own clock (the killed pass's --now plus the seconds it ran).
+    late = worker("run", "--now", _at(NOW + timedelta(seconds=330)), env=env)
     assert late.returncode == 0, late.stderr
     assert seed.statuses(db) == {"sent": 300}
     ids = Counter(m["data"]["reminder_id"] for m in expo.messages)

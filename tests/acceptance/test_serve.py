@@ -22,9 +22,9 @@ import httpx
 import psycopg
 import pytest
 
+from standins.expo import ExpoStandIn
 from tests import seed
 from tests.acceptance.cli import MAIN, ROOT, clean_env, worker
-from worker.standins.expo import ExpoStandIn
 
 TOKEN = "serve-test-token-7f3a9c1e5b2d4f60"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

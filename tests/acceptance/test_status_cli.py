@@ -13,9 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from standins.postgrest import PostgrestStandIn
 from tests import seed
 from tests.acceptance.cli import clean_env, worker
-from worker.standins.postgrest import PostgrestStandIn
 
 
 def _reminder(db: psycopg.Connection[Any], event: str, user: str, at: datetime, status: str, **cols: Any) -> None:

@@ -17,16 +17,16 @@ from typing import Any
 import psycopg
 import pytest
 
+from standins.expo import ExpoStandIn
+from standins.google import GoogleStandIn
 from tests import seed
-from worker.calendar_sync import EVENT_ID_PROPERTY, REVOKED_REASON, CalendarSync, calendar_event_id
-from worker.calendar_sync import calendar_from_settings as make_calendar
+from worker.clients.expo import ExpoPusher
 from worker.config import Settings
 from worker.db import Gateway
 from worker.db.postgres import PostgresGateway
 from worker.passes import PassResult, run_pass
-from worker.push import ExpoPusher
-from worker.standins.expo import ExpoStandIn
-from worker.standins.google import GoogleStandIn
+from worker.steps.calendar import EVENT_ID_PROPERTY, REVOKED_REASON, CalendarSync, calendar_event_id
+from worker.steps.calendar import calendar_from_settings as make_calendar
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 START = NOW + timedelta(days=2)
@@ -57,9 +57,9 @@ def settings_for(google: GoogleStandIn, expo: ExpoStandIn, **extra: str) -> Sett
 def run(gateway: Gateway, settings: Settings, now: datetime = NOW,
         calendar: CalendarSync | None = None) -> PassResult:
     """One pass with its own CalendarSync (as the CLI does), unless one is given."""
-    pusher = ExpoPusher(settings.expo_api_url, concurrency=2, rate_limit=0, request_attempts=1, retry_wait=0)
+    pusher = ExpoPusher(settings.expo.api_url, concurrency=2, rate_limit=0, request_attempts=1, retry_wait=0)
     own = calendar is None
-    cal = make_calendar(settings) if own else calendar
+    cal = make_calendar(settings.google, settings.passes.reminder_offsets) if own else calendar
     try:
         return run_pass(settings, gateway, now=now, pusher=pusher, calendar=cal)
     finally:
@@ -197,14 +197,14 @@ def test_entry_created_by_a_pass_that_died_is_adopted_not_duplicated(
     anna = parent(db, google, ANNA)
     event = seed.add_event(db, anna, START)
     settings = settings_for(google, expo)
-    rows = gateway.claim_events(NOW, uuid.uuid4(), 10, settings.lease_seconds)
-    with make_calendar(settings) as dying:  # type: ignore[union-attr]
+    rows = gateway.claim_events(NOW, uuid.uuid4(), 10, settings.passes.lease_seconds)
+    with make_calendar(settings.google, settings.passes.reminder_offsets) as dying:  # type: ignore[union-attr]
         assert dying.sync(rows, NOW)[event].outcome == "synced"
     assert event_row(db, event)["google_calendar_id"] is None  # never completed
 
     db.execute("UPDATE events SET title = 'Soccer (moved)' WHERE id = %s", (event,))  # and edited meanwhile
     assert run(gateway, settings, NOW + timedelta(minutes=1)).counts.events_synced == 0  # still leased
-    later = run(gateway, settings, NOW + timedelta(seconds=settings.lease_seconds + 1))
+    later = run(gateway, settings, NOW + timedelta(seconds=settings.passes.lease_seconds + 1))
 
     assert later.counts.events_synced == 1
     entry = only_entry(google, ANNA, event)
@@ -370,7 +370,7 @@ def test_a_401_refreshes_once_and_retries(
     anna = parent(db, google, ANNA)
     first = seed.add_event(db, anna, START)
     settings = settings_for(google, expo)
-    with make_calendar(settings) as calendar:  # type: ignore[union-attr]
+    with make_calendar(settings.google, settings.passes.reminder_offsets) as calendar:  # type: ignore[union-attr]
         run(gateway, settings, calendar=calendar)
         google.expire_access_tokens()  # the cached access token dies (Google revoked it early)
         second = seed.add_event(db, anna, START + timedelta(hours=1))

@@ -7,12 +7,12 @@ from typing import Any
 
 import psycopg
 
+from standins.expo import ExpoStandIn
 from tests import seed
+from worker.clients.expo import ExpoPusher
 from worker.config import Settings
 from worker.db import Gateway
 from worker.passes import run_pass
-from worker.push import ExpoPusher
-from worker.standins.expo import ExpoStandIn
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -25,7 +25,7 @@ def _settings(expo: ExpoStandIn, **kw: Any) -> Settings:
 
 
 def _pass(gateway: Gateway, settings: Settings, now: datetime) -> Any:
-    pusher = ExpoPusher(settings.expo_api_url, concurrency=2, rate_limit=0, request_attempts=1, retry_wait=0)
+    pusher = ExpoPusher(settings.expo.api_url, concurrency=2, rate_limit=0, request_attempts=1, retry_wait=0)
     try:
         return run_pass(settings, gateway, now=now, pusher=pusher)
     finally:

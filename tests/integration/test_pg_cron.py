@@ -23,8 +23,8 @@ import httpx
 import psycopg
 import pytest
 
+from standins.expo import ExpoStandIn
 from tests.acceptance.test_serve import AUTH, TOKEN, _env, _outcome, serving
-from worker.standins.expo import ExpoStandIn
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_CRON_CONTROL = Path("/usr/share/postgresql/15/extension/pg_cron.control")

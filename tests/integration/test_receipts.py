@@ -18,14 +18,14 @@ from typing import Any
 import psycopg
 import pytest
 
+from standins.expo import ExpoStandIn
 from tests import seed
 from worker import logs
+from worker.clients.expo import ExpoPusher
 from worker.config import Settings
 from worker.db import Gateway
 from worker.passes import PassResult, run_pass
-from worker.push import ExpoPusher
 from worker.records import ReceiptResult
-from worker.standins.expo import ExpoStandIn
 from worker.vocabulary import ErrorKind, ReceiptOutcome
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -53,7 +53,7 @@ def _settings(expo: ExpoStandIn, **kw: Any) -> Settings:
 
 
 def _pass(gateway: Gateway, settings: Settings, now: datetime, trigger: str = "manual") -> PassResult:
-    pusher = ExpoPusher(settings.expo_api_url, concurrency=2, rate_limit=0, request_attempts=1, retry_wait=0)
+    pusher = ExpoPusher(settings.expo.api_url, concurrency=2, rate_limit=0, request_attempts=1, retry_wait=0)
     try:
         return run_pass(settings, gateway, now=now, pusher=pusher, trigger=trigger)
     finally:

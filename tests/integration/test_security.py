@@ -10,11 +10,11 @@ import psycopg
 import pytest
 from postgrest.exceptions import APIError
 
+from standins.postgrest import PostgrestStandIn
 from tests import seed
 from worker.config import ConfigError
 from worker.db import DatabaseError
 from worker.db.supabase import SupabaseGateway
-from worker.standins.postgrest import PostgrestStandIn
 
 WORKER_FUNCTIONS = ["worker_claim_events", "worker_complete_events", "worker_claim_reminders",
                     "worker_record_push_outcomes", "worker_schema_version"]

@@ -1,4 +1,4 @@
-"""The pure parts of worker.calendar_sync: entry ids, entry bodies, error classification."""
+"""The pure parts of worker.steps.calendar: entry ids, entry bodies, error classification."""
 
 from __future__ import annotations
 
@@ -13,9 +13,12 @@ import pytest
 from google.auth.exceptions import RefreshError, TransportError
 from googleapiclient.errors import HttpError
 
-from worker import calendar_sync as cs
+from worker.clients import google
+from worker.clients.google import http_error_parts
 from worker.config import ConfigError, Settings
 from worker.records import EventRow
+from worker.retry import RateLimiter
+from worker.steps import calendar as cs
 from worker.vocabulary import ErrorKind, EventOutcome
 
 START = datetime(2026, 11, 24, 14, 0, tzinfo=UTC)
@@ -136,9 +139,9 @@ def test_http_errors_follow_googles_guide(status: int, reason: str | None, outco
 
 
 def test_http_error_parts_read_googles_error_shape() -> None:
-    assert cs.http_error_parts(http_error(403, "forbidden", "Forbidden")) == (403, "forbidden", "Forbidden")
+    assert http_error_parts(http_error(403, "forbidden", "Forbidden")) == (403, "forbidden", "Forbidden")
     bare = HttpError(httplib2.Response({"status": 502}), b"<html>oops</html>")
-    assert cs.http_error_parts(bare) == (502, None, bare.reason)
+    assert http_error_parts(bare) == (502, None, bare.reason)
 
 
 def test_invalid_grant_is_revoked_access_for_a_parent_but_retry_for_the_service_account() -> None:
@@ -180,28 +183,33 @@ def test_rate_limiter_waits_for_the_window_to_slide() -> None:
         slept.append(seconds)
         clock[0] += seconds
 
-    limiter = cs._RateLimiter(3, 60.0, clock=lambda: clock[0], sleep=sleep)
+    limiter = RateLimiter(3, 60.0, clock=lambda: clock[0], sleep=sleep)
     assert [limiter.acquire() for _ in range(3)] == [0.0, 0.0, 0.0]
     clock[0] += 10
     assert limiter.acquire() == pytest.approx(50.0)
     assert slept == [pytest.approx(50.0)]
 
 
+def _calendar(env: dict[str, str]) -> cs.CalendarSync | None:
+    settings = Settings.from_env(env)
+    return cs.calendar_from_settings(settings.google, settings.passes.reminder_offsets)
+
+
 def test_factory_is_off_without_google_settings_and_on_with_either_kind() -> None:
-    assert cs.calendar_from_settings(Settings.from_env({})) is None
-    oauth = cs.calendar_from_settings(Settings.from_env(
-        {"GOOGLE_CLIENT_ID": "id", "GOOGLE_CLIENT_SECRET": "secret", "CALENDAR_CONCURRENCY": "3"}))
+    assert _calendar({}) is None
+    oauth = _calendar(
+        {"GOOGLE_CLIENT_ID": "id", "GOOGLE_CLIENT_SECRET": "secret", "CALENDAR_CONCURRENCY": "3"})
     assert oauth is not None
     with oauth:
-        assert oauth.oauth_configured
+        assert oauth.client.oauth_configured
         assert oauth.concurrency == 3
-        assert oauth.api_url == "https://www.googleapis.com/"
+        assert oauth.client.api_url == "https://www.googleapis.com/"
 
 
 def test_factory_rejects_an_unusable_private_key_as_configuration() -> None:
     env = {"GOOGLE_CLIENT_EMAIL": "robot@p.iam.gserviceaccount.com", "GOOGLE_PRIVATE_KEY": "not a key"}
     with pytest.raises(ConfigError) as info:
-        cs.calendar_from_settings(Settings.from_env(env))
+        _calendar(env)
     assert info.value.variable == "GOOGLE_PRIVATE_KEY"
 
 
@@ -212,9 +220,9 @@ def test_service_account_credentials_never_start_the_regional_access_boundary_lo
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption()).decode()
-    creds = cs._ServiceAccountCredentials.from_service_account_info(
+    creds = google.ServiceAccountCredentials.from_service_account_info(
         {"client_email": "robot@p.iam.gserviceaccount.com", "private_key": pem,
-         "token_uri": "http://127.0.0.1:9/token"}, scopes=list(cs.SCOPES))
+         "token_uri": "http://127.0.0.1:9/token"}, scopes=list(google.SCOPES))
     assert creds._is_regional_access_boundary_lookup_required() is False
     started: list[object] = []
     creds._rab_manager.refresh_manager.start_refresh = lambda *a: started.append(a)

@@ -14,10 +14,10 @@ from worker.config import ConfigError, Settings
 
 def test_defaults() -> None:
     s = Settings.from_env({"DATABASE_URL": "postgresql://u:pw@h/db"})
-    assert s.expo_api_url == "https://exp.host/--/api/v2"
-    assert s.google_api_url == "https://www.googleapis.com/"
-    assert s.push_max_attempts == 5
-    assert s.log_format == "json"
+    assert s.expo.api_url == "https://exp.host/--/api/v2"
+    assert s.google.api_url == "https://www.googleapis.com/"
+    assert s.expo.max_attempts == 5
+    assert s.log.format == "json"
 
 
 def _jwt(role: str) -> str:
@@ -29,10 +29,10 @@ def _jwt(role: str) -> str:
 
 def test_database_url_wins_and_supabase_alias() -> None:
     s = Settings.from_env({"EXPO_PUBLIC_SUPABASE_URL": "https://x.supabase.co", "SUPABASE_SERVICE_ROLE_KEY": "sb_secret_k"})
-    assert s.supabase_url == "https://x.supabase.co"
+    assert s.database.supabase_url == "https://x.supabase.co"
     s.require_database()
     assert Settings.from_env({"SUPABASE_URL": "https://x.supabase.co",
-                              "SUPABASE_SERVICE_ROLE_KEY": _jwt("service_role")}).supabase_key is not None
+                              "SUPABASE_SERVICE_ROLE_KEY": _jwt("service_role")}).database.supabase_key is not None
 
 
 @pytest.mark.parametrize(("key", "says"), [
@@ -79,13 +79,14 @@ def test_no_database_is_an_error_for_a_pass() -> None:
 def test_private_key_newlines_are_restored() -> None:
     s = Settings.from_env({"GOOGLE_CLIENT_EMAIL": "sa@p.iam.gserviceaccount.com",
                            "GOOGLE_PRIVATE_KEY": "-----BEGIN PRIVATE KEY-----\\nabc\\n-----END PRIVATE KEY-----\\n"})
-    assert s.google_private_key is not None and "\nabc\n" in s.google_private_key
+    assert s.google.private_key is not None and "\nabc\n" in s.google.private_key
 
 
 def test_secrets_are_masked_in_repr_and_redacted_view() -> None:
     s = Settings.from_env({"DATABASE_URL": "postgresql://u:hunter2@h/db", "EXPO_ACCESS_TOKEN": "expo-secret-token"})
     assert "hunter2" not in repr(s) and "expo-secret-token" not in repr(s)
-    assert s.redacted()["database_url"] == "***" and s.redacted()["reminder_offsets"] == "24h,3h,30m"
+    assert s.shown()["DATABASE_URL"] == "***" and s.shown()["REMINDER_OFFSETS"] == "24h,3h,30m"
+    assert s.shown()["EXPO_ACCESS_TOKEN"] == "***" and s.shown()["GOOGLE_CLIENT_ID"] == "-"
 
 
 def test_log_lines_are_json_and_scrubbed() -> None:
@@ -106,3 +107,24 @@ def test_text_format() -> None:
     logs.setup("INFO", "text", stream)
     logs.event("pass.summary", sent=3)
     assert "pass.summary" in stream.getvalue() and "sent=3" in stream.getvalue()
+
+
+def test_the_readme_documents_every_setting_as_the_code_defines_it() -> None:
+    from pathlib import Path
+
+    from worker.config import markdown_table
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    begin, end = "<!-- settings:begin -->\n", "<!-- settings:end -->"
+    documented = readme[readme.index(begin) + len(begin):readme.index(end)]
+    assert documented == markdown_table(), "regenerate the table: python -m worker.config"
+
+
+def test_every_setting_has_a_description_and_one_variable() -> None:
+    from worker.config import documented
+
+    seen = [variable for _, variable, _, _ in documented()]
+    assert len(seen) == len(set(seen))
+    assert all(meaning for _, _, meaning, _ in documented())
+    assert {"DATABASE_URL", "WORKER_SHUTDOWN_GRACE", "RECEIPT_MAX_PER_PASS", "PUSH_RETRY_WAIT",
+            "PROMETHEUS_PUSHGATEWAY_URL", "WORKER_TRIGGER"} <= set(seen)

@@ -9,6 +9,7 @@ Nothing here needs Docker, a cluster, systemd or the network: hadolint is the st
 from __future__ import annotations
 
 import copy
+import fnmatch
 import json
 import os
 import re
@@ -364,16 +365,36 @@ def _env_pairs(args: str) -> list[tuple[str, str]]:
     return [(key, value)]
 
 
+#: What the image is made of, from the build context: the build stage turns pyproject.toml, worker/ and
+#: sql/ into the wheel with the backend of requirements-build.lock; the image gets requirements.lock.
+BUILD_CONTEXT = frozenset({"requirements-build.lock", "pyproject.toml", "worker", "sql", "requirements.lock"})
+BASE_IMAGE = r"python:3\.11(\.\d+)?-slim(-\w+)?(@sha256:[0-9a-f]{64})?"
+
+
+def dockerfile_stages(instrs: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """The instructions of each stage, FROM first (what comes before the first FROM: a stage of its own)."""
+    stages: list[list[tuple[str, str]]] = [[]]
+    for instr in instrs:
+        if instr[0] == "FROM":
+            stages.append([])
+        stages[-1].append(instr)
+    return [s for s in stages if s]
+
+
+def _copy_sources(args: str) -> list[str]:
+    parts = [p for p in args.split() if not p.startswith("--")]
+    return [p.rstrip("/") for p in parts[:-1]]
+
+
 def check_dockerfile(text: str) -> Problems:
     problems: Problems = []
     instrs = parse_dockerfile(text)
     froms = [a for i, a in instrs if i == "FROM"]
-    if len(froms) != 1 or not re.fullmatch(
-        r"python:3\.11(\.\d+)?-slim(-\w+)?(@sha256:[0-9a-f]{64})?", froms[0]
-    ):
+    if not froms or not all(re.fullmatch(BASE_IMAGE + r"(\s+AS\s+\w+)?", f, re.IGNORECASE) for f in froms):
         problems.append(f"base image {froms!r} is not a pinned official python:3.11 slim tag")
+    final = dockerfile_stages(instrs)[-1]
 
-    env = {k: v.strip("\"'") for i, a in instrs if i == "ENV" for k, v in _env_pairs(a)}
+    env = {k: v.strip("\"'") for i, a in final if i == "ENV" for k, v in _env_pairs(a)}
     for key in ("PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"):
         if env.get(key) != "1":
             problems.append(f"ENV {key}=1 is missing")
@@ -383,7 +404,7 @@ def check_dockerfile(text: str) -> Problems:
                 if SECRETISH_NAME.search(key) or SECRETISH_VALUE.search(value):
                     problems.append(f"{i} {key} looks like a secret")
 
-    users = [a for i, a in instrs if i == "USER"]
+    users = [a for i, a in final if i == "USER"]
     if not users:
         problems.append("no USER: the image would run as root")
     else:
@@ -393,37 +414,57 @@ def check_dockerfile(text: str) -> Problems:
         elif int(uid) != UID:
             problems.append(f"USER uid is {uid}, want {UID}")
 
-    workdirs = [a for i, a in instrs if i == "WORKDIR"]
+    workdirs = [a for i, a in final if i == "WORKDIR"]
     if workdirs != ["/app"]:
         problems.append(f"WORKDIR is {workdirs!r}, want ['/app']")
-    if [a for i, a in instrs if i == "ENTRYPOINT"] != ['["python", "worker/main.py"]']:
-        problems.append('ENTRYPOINT is not ["python", "worker/main.py"]')
-    if [a for i, a in instrs if i == "CMD"] != ['["run"]']:
+    # The console script of the installed wheel: `docker run IMAGE` is one pass, `... serve`, `... migrate`.
+    if [a for i, a in final if i == "ENTRYPOINT"] != ['["reminder-worker"]']:
+        problems.append('ENTRYPOINT is not ["reminder-worker"]')
+    if [a for i, a in final if i == "CMD"] != ['["run"]']:
         problems.append('CMD is not ["run"]')
-    if "8080" not in " ".join(a for i, a in instrs if i == "EXPOSE").split():
+    if "8080" not in " ".join(a for i, a in final if i == "EXPOSE").split():
         problems.append("EXPOSE 8080 is missing")
     if any(i == "ADD" for i, _ in instrs):
         problems.append("ADD is used; COPY only")
 
-    sources: list[str] = []
-    for i, a in instrs:
-        if i == "COPY":
-            parts = [p for p in a.split() if not p.startswith("--")]
-            sources += [p.rstrip("/") for p in parts[:-1]]
-    if sorted(sources) != ["requirements.txt", "sql", "worker"]:
-        problems.append(f"COPY sources are {sources!r}, want requirements.txt, worker/ and sql/ only")
+    # From the build context only what the image is made of: no stand-ins, demo, tests, scripts.
+    copies = [a for i, a in instrs if i == "COPY" and "--from=" not in a]
+    sources = {s for a in copies for s in _copy_sources(a)}
+    if sources != BUILD_CONTEXT:
+        problems.append(f"COPY sources are {sorted(sources)!r}, want {sorted(BUILD_CONTEXT)!r}")
+    final_sources = {s for i, a in final if i == "COPY" and "--from=" not in a for s in _copy_sources(a)}
+    if final_sources - {"requirements.lock"}:
+        problems.append(f"the image copies {sorted(final_sources)!r} from the context, want the lock only "
+                        "(the worker comes as the wheel of the build stage)")
 
+    # Every dependency from a lock, by hash; the worker itself without dependencies.
     runs = [a for i, a in instrs if i == "RUN"]
-    pip_runs = [r for r in runs if "pip install" in r]
-    if len(pip_runs) != 1 or not re.search(r"pip install --no-cache-dir -r requirements\.txt\b", pip_runs[0]):
-        problems.append("dependencies are not installed by `pip install --no-cache-dir -r requirements.txt`")
-    else:
-        # Layer order: requirements.txt, then pip install, then the code (so code edits keep the cache).
-        copy_req = [n for n, (i, a) in enumerate(instrs) if i == "COPY" and "requirements.txt" in a]
-        pip_at = next(n for n, (i, a) in enumerate(instrs) if i == "RUN" and "pip install" in a)
-        code_at = [n for n, (i, a) in enumerate(instrs) if i == "COPY" and "requirements.txt" not in a]
-        if not (copy_req and code_at and max(copy_req) < pip_at < min(code_at)):
-            problems.append("dependencies are not a layer of their own before the code is copied")
+    for run in runs:
+        for req in re.findall(r"(?:-r|--requirement)[ =](\S+)", run):
+            if not req.endswith(".lock") or "--require-hashes" not in run:
+                problems.append(f"`{run}` installs {req} without --require-hashes from a lock")
+    pip_at = {kind: [n for n, (i, a) in enumerate(final) if i == "RUN" and re.search(pattern, a)]
+              for kind, pattern in {
+                  "lock": r"pip install .*--require-hashes.* -r requirements\.lock\b",
+                  "wheel": r"pip install .*--no-deps.* \S*reminder_worker-\S*\.whl",
+                  "any": r"pip install"}.items()}
+    if len(pip_at["lock"]) != 1:
+        problems.append("the image does not install requirements.lock with `pip install --require-hashes -r`")
+    if len(pip_at["wheel"]) != 1:
+        problems.append("the image does not install the worker's wheel with `pip install --no-deps`")
+    if len(pip_at["any"]) != len(pip_at["lock"]) + len(pip_at["wheel"]):
+        problems.append("the image runs a pip install other than the lock and the wheel")
+    if len(pip_at["lock"]) == 1 and len(pip_at["wheel"]) == 1:
+        # Layer order: the lock, its install, then the worker (so a code edit keeps the dependency layer).
+        copy_lock = [n for n, (i, a) in enumerate(final) if i == "COPY" and "requirements.lock" in a]
+        copy_wheel = [n for n, (i, a) in enumerate(final) if i == "COPY" and "--from=" in a]
+        if not (copy_lock and copy_wheel and max(copy_lock) < pip_at["lock"][0] < min(copy_wheel)
+                and max(copy_wheel) < pip_at["wheel"][0]):
+            problems.append("dependencies are not a layer of their own before the worker is installed")
+    builds = [a for i, a in instrs if i == "RUN" and re.search(r"pip wheel\b", a)]
+    if len(builds) != 1 or not all(flag in builds[0] for flag in ("--no-deps", "--no-build-isolation")):
+        problems.append("the wheel is not built by one `pip wheel --no-deps --no-build-isolation` "
+                        "(with the backend pinned in requirements-build.lock)")
     return problems
 
 
@@ -715,6 +756,39 @@ def test_dockerfile_checker_catches_a_bad_dockerfile(tmp_path: Path) -> None:
     assert any("non-root numeric" in p for p in root), root
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "needle"),
+    [
+        ("--require-hashes -r requirements.lock", "-r requirements.lock", "requirements.lock without --require-hashes"),
+        ("COPY requirements.lock ./\nRUN pip install --no-cache-dir --require-hashes -r requirements.lock",
+         "COPY requirements.txt ./\nRUN pip install --no-cache-dir -r requirements.txt", "COPY sources"),
+        ("USER 10001:10001", "COPY tests/ ./tests/\nUSER 10001:10001", "COPY sources"),
+        ("COPY --from=build /dist/ /tmp/dist/", "COPY worker/ ./worker/\nCOPY --from=build /dist/ /tmp/dist/",
+         "the image copies"),
+        ("--no-deps --no-index /tmp/dist/", "--no-index /tmp/dist/", "wheel with `pip install --no-deps`"),
+        ("USER 10001:10001", "RUN pip install --no-cache-dir .\nUSER 10001:10001", "other than the lock"),
+        ("--no-build-isolation --no-index --wheel-dir", "--no-index --wheel-dir", "pip wheel --no-deps --no-build"),
+        ('ENTRYPOINT ["reminder-worker"]', 'ENTRYPOINT ["python", "worker/main.py"]', "ENTRYPOINT"),
+        ("FROM python:3.11-slim-bookworm AS build", "FROM python:3.11 AS build", "base image"),
+    ],
+    ids=["no-hashes", "requirements-txt", "copies-tests", "copies-worker", "wheel-deps", "pip-install-dot",
+         "build-isolation", "entrypoint", "build-base"],
+)
+def test_dockerfile_checker_catches_a_weakened_dockerfile(old: str, new: str, needle: str) -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert text.count(old) == 1, f"the Dockerfile changed: update this test's {old!r}"
+    problems = check_dockerfile(text.replace(old, new))
+    assert any(needle in p for p in problems), problems
+
+
+def _dockerignored(path: str, patterns: set[str]) -> bool:
+    """Whether a .dockerignore pattern (no `!` exceptions here) excludes ``path`` or a directory above it."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    return any(fnmatch.fnmatchcase(prefix, pattern) or fnmatch.fnmatchcase(prefix, pattern.removeprefix("**/"))
+               for prefix in prefixes for pattern in patterns)
+
+
 def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     entries = {
         line.strip().rstrip("/")
@@ -726,6 +800,9 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
         ".git",
         "tests",
         "bench",
+        "standins",
+        "demo",
+        "scripts",
         ".worker-data",
         ".pytest_cache",
         ".mypy_cache",
@@ -733,6 +810,12 @@ def test_dockerignore_keeps_local_state_out_of_the_build_context() -> None:
     }
     assert required <= entries, sorted(required - entries)
     assert any("__pycache__" in e for e in entries)
-    for needed in ("worker", "sql", "requirements.txt"):
-        assert needed not in entries
+    assert not [e for e in entries if e.startswith("!")], "exceptions make the context hard to reason about"
     assert "*" not in entries
+    # What the Dockerfile copies is in the repository and in the build context.
+    for needed in BUILD_CONTEXT:
+        assert (REPO / needed).exists(), needed
+        assert not _dockerignored(needed, entries), f"{needed} is excluded by .dockerignore"
+    for excluded in ("tests/unit/test_manifests.py", "standins/expo.py", "demo/__init__.py", "worker/__pycache__",
+                     "worker/db/__pycache__/migrate.cpython-311.pyc", ".venv/bin/python"):
+        assert _dockerignored(excluded, entries), excluded

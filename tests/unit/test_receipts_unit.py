@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
+from standins.expo import ExpoStandIn, _payload_size
 from worker import logs
+from worker.clients.expo import RECEIPT_IDS_PER_REQUEST, ExpoPusher, Outbound, Receipt, ReceiptsUnavailable
 from worker.config import ConfigError, Settings
-from worker.metrics import push_pass_metrics
+from worker.ops.metrics import push_pass_metrics
+from worker.ops.status import ago, render
 from worker.planner import EXPO_MAX_PAYLOAD_BYTES
-from worker.push import RECEIPT_IDS_PER_REQUEST, ExpoPusher, Outbound, Receipt, ReceiptsUnavailable
 from worker.records import ReceiptRow, ReminderRow
-from worker.standins.expo import ExpoStandIn, _payload_size
-from worker.status import ago, render
 from worker.steps.context import PassCounts, PassResult
 from worker.steps.push import build_message
 from worker.steps.receipts import RECEIPT_HORIZON, receipt_outcome
@@ -43,14 +43,14 @@ def _row(sent_ago: timedelta = timedelta(minutes=16), checks: int = 0, retries: 
 
 
 def test_ok_receipt_confirms_delivery() -> None:
-    out = receipt_outcome(_row(), Receipt("ok"), SETTINGS, NOW)
+    out = receipt_outcome(_row(), Receipt("ok"), SETTINGS.passes, NOW)
     assert out.outcome is ReceiptOutcome.OK
     assert out.error is None
     assert not out.clear_token
 
 
 def test_device_not_registered_fails_and_clears_the_token() -> None:
-    out = receipt_outcome(_row(), Receipt("error", "DeviceNotRegistered", "gone"), SETTINGS, NOW)
+    out = receipt_outcome(_row(), Receipt("error", "DeviceNotRegistered", "gone"), SETTINGS.passes, NOW)
     assert out.outcome is ReceiptOutcome.FAILED
     assert out.clear_token is True
     assert out.error == "delivery failed: DeviceNotRegistered: gone"
@@ -59,7 +59,7 @@ def test_device_not_registered_fails_and_clears_the_token() -> None:
 
 @pytest.mark.parametrize("code", ["MessageTooBig", "SomethingNew"])
 def test_other_errors_fail_without_touching_the_token(code: str) -> None:
-    out = receipt_outcome(_row(), Receipt("error", code, None), SETTINGS, NOW)
+    out = receipt_outcome(_row(), Receipt("error", code, None), SETTINGS.passes, NOW)
     assert out.outcome is ReceiptOutcome.FAILED
     assert not out.clear_token
     assert out.error == f"delivery failed: {code}"
@@ -67,7 +67,7 @@ def test_other_errors_fail_without_touching_the_token(code: str) -> None:
 
 @pytest.mark.parametrize("code", ["InvalidCredentials", "MismatchSenderId"])
 def test_the_projects_credentials_defer_the_reminder_without_an_attempt(code: str) -> None:
-    out = receipt_outcome(_row(retries=1), Receipt("error", code, None), SETTINGS, NOW, rng=random.Random(4))
+    out = receipt_outcome(_row(retries=1), Receipt("error", code, None), SETTINGS.passes, NOW, rng=random.Random(4))
     assert out.outcome is ReceiptOutcome.DEFERRED
     assert out.error_kind is ErrorKind.EXPO_CREDENTIALS
     assert out.next_attempt_at is not None and out.next_attempt_at > NOW
@@ -75,28 +75,28 @@ def test_the_projects_credentials_defer_the_reminder_without_an_attempt(code: st
 
 
 def test_rate_exceeded_is_sent_again_with_backoff() -> None:
-    out = receipt_outcome(_row(retries=2), Receipt("error", "MessageRateExceeded", "slow down"), SETTINGS, NOW,
+    out = receipt_outcome(_row(retries=2), Receipt("error", "MessageRateExceeded", "slow down"), SETTINGS.passes, NOW,
                           rng=random.Random(1))
     assert out.outcome is ReceiptOutcome.RESEND
     # third failure: nominal base * 2^2, equal jitter keeps at least half of it
     assert out.next_attempt_at is not None
     delay = (out.next_attempt_at - NOW).total_seconds()
-    assert SETTINGS.retry_base_seconds * 2 <= delay <= SETTINGS.retry_base_seconds * 4
+    assert SETTINGS.passes.retry_base_seconds * 2 <= delay <= SETTINGS.passes.retry_base_seconds * 4
 
 
 def test_missing_receipt_is_polled_again_but_never_past_the_horizon() -> None:
-    young = receipt_outcome(_row(checks=0), None, SETTINGS, NOW, rng=random.Random(2))
+    young = receipt_outcome(_row(checks=0), None, SETTINGS.passes, NOW, rng=random.Random(2))
     assert young.outcome is ReceiptOutcome.MISSING
     assert young.next_check_at is not None
     assert NOW < young.next_check_at <= NOW + timedelta(minutes=10)
     late = _row(sent_ago=RECEIPT_HORIZON - timedelta(minutes=5), checks=6)
-    near = receipt_outcome(late, None, SETTINGS, NOW, rng=random.Random(3))
+    near = receipt_outcome(late, None, SETTINGS.passes, NOW, rng=random.Random(3))
     assert near.outcome is ReceiptOutcome.MISSING
     assert near.next_check_at == late.sent_at_ts + RECEIPT_HORIZON
 
 
 def test_missing_receipt_at_24_hours_is_settled_unknown() -> None:
-    out = receipt_outcome(_row(sent_ago=RECEIPT_HORIZON), None, SETTINGS, NOW)
+    out = receipt_outcome(_row(sent_ago=RECEIPT_HORIZON), None, SETTINGS.passes, NOW)
     assert out.outcome is ReceiptOutcome.UNKNOWN
     assert "24 hours" in (out.error or "")
 
@@ -218,14 +218,14 @@ def test_unreachable_expo_is_receipts_unavailable() -> None:
 
 
 def test_new_settings_defaults_and_validation() -> None:
-    assert SETTINGS.receipt_delay_seconds == 900
-    assert SETTINGS.receipt_max_per_pass == 10_000
-    assert SETTINGS.worker_runs_retention_days == 30
-    assert SETTINGS.reminder_retention_days == 90
-    assert SETTINGS.prometheus_pushgateway_url is None
-    assert SETTINGS.worker_trigger is None
+    assert SETTINGS.expo.receipt_delay_seconds == 900
+    assert SETTINGS.expo.receipt_max_per_pass == 10_000
+    assert SETTINGS.passes.worker_runs_retention_days == 30
+    assert SETTINGS.passes.reminder_retention_days == 90
+    assert SETTINGS.passes.pushgateway_url is None
+    assert SETTINGS.passes.trigger is None
     base = {"DATABASE_URL": "postgresql://unused"}
-    assert Settings.from_env({**base, "WORKER_TRIGGER": "CRON"}).worker_trigger == "cron"
+    assert Settings.from_env({**base, "WORKER_TRIGGER": "CRON"}).passes.trigger == "cron"
     for name, value in [("WORKER_TRIGGER", "sometimes"), ("RECEIPT_DELAY_SECONDS", "soon"),
                         ("RECEIPT_MAX_PER_PASS", "-1"), ("WORKER_RUNS_RETENTION_DAYS", "0"),
                         ("REMINDER_RETENTION_DAYS", "x"), ("PROMETHEUS_PUSHGATEWAY_URL", "pushgw:9091")]:
@@ -275,7 +275,7 @@ def _result(exit_code: int = 0) -> PassResult:
 def test_metrics_are_pushed_to_the_pushgateway(pushgateway: tuple[str, list[tuple[str, str, bytes]]]) -> None:
     url, seen = pushgateway
     settings = Settings.from_env({"DATABASE_URL": "postgresql://unused", "PROMETHEUS_PUSHGATEWAY_URL": url})
-    assert push_pass_metrics(settings, _result(), "cron")
+    assert push_pass_metrics(settings.passes.pushgateway_url, _result(), "cron")
     method, path, body = seen[0]
     text = body.decode()
     assert (method, path) == ("POST", "/metrics/job/reminder_worker")
@@ -285,17 +285,17 @@ def test_metrics_are_pushed_to_the_pushgateway(pushgateway: tuple[str, list[tupl
     assert "reminder_worker_pass_exit_code 0.0" in text
     assert 'reminder_worker_pass_trigger{trigger="cron"} 1.0' in text
     assert "reminder_worker_pass_last_success_timestamp_seconds" in text
-    assert push_pass_metrics(settings, _result(exit_code=1), "cron")
+    assert push_pass_metrics(settings.passes.pushgateway_url, _result(exit_code=1), "cron")
     assert "last_success" not in seen[1][2].decode()  # a failed pass keeps the last success's time
 
 
 def test_metrics_are_off_by_default_and_a_failed_push_is_only_logged() -> None:
-    assert not push_pass_metrics(SETTINGS, _result(), "manual")
+    assert not push_pass_metrics(SETTINGS.passes.pushgateway_url, _result(), "manual")
     stream = io.StringIO()
     logs.setup("INFO", "json", stream)
     settings = Settings.from_env({"DATABASE_URL": "postgresql://unused",
                                   "PROMETHEUS_PUSHGATEWAY_URL": "http://127.0.0.1:9"})
-    assert not push_pass_metrics(settings, _result(), "manual")
+    assert not push_pass_metrics(settings.passes.pushgateway_url, _result(), "manual")
     events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
     assert events == ["metrics.push_failed"]
 

@@ -26,7 +26,7 @@ from exponent_server_sdk import (
     PushTicketError,
 )
 
-from worker.standins.expo import ExpoStandIn, experience_id_for
+from standins.expo import ExpoStandIn, experience_id_for
 
 OK = "ExponentPushToken[ok-1]"
 REPO = Path(__file__).resolve().parents[2]
@@ -197,7 +197,7 @@ def test_keep_alive_is_reused_and_latency_applies(expo: ExpoStandIn, http: reque
 
 def test_cli_prints_url_and_stops_on_sigterm() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.standins.expo", "--port", "0", "--latency-ms", "0"],
+        [sys.executable, "-m", "standins.expo", "--port", "0", "--latency-ms", "0"],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,

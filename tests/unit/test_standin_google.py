@@ -27,7 +27,7 @@ from google.oauth2 import service_account
 from googleapiclient.discovery import Resource, build
 from googleapiclient.errors import HttpError
 
-from worker.standins.google import GoogleStandIn
+from standins.google import GoogleStandIn
 
 PARENT = "parent@example.com"
 OTHER = "other@example.com"

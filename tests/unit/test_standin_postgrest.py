@@ -23,8 +23,8 @@ from postgrest.exceptions import APIError
 from supabase import Client, create_client
 from supabase.lib.client_options import DEFAULT_HEADERS, SyncClientOptions
 
+from standins.postgrest import PostgrestStandIn, sign_jwt, verify_jwt
 from tests.pgserver import PgServer
-from worker.standins.postgrest import PostgrestStandIn, sign_jwt, verify_jwt
 
 SCHEMA_SQL = """
 create role anon nologin;

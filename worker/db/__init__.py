@@ -33,10 +33,11 @@ from worker.records import (
     decode_each,
     wire_all,
 )
+from worker.retry import database_retrying
 from worker.vocabulary import CONSTRAINED_COLUMNS, EventStatus, ReminderStatus, constraint_name
 
 if TYPE_CHECKING:
-    from worker.config import Settings
+    from worker.config import DatabaseSettings
 
 #: How long a call with nothing at stake (a claim, a read) keeps trying an unreachable database.
 DEFAULT_PATIENCE = 10.0
@@ -99,10 +100,8 @@ class Gateway(abc.ABC):
     def call(self, function: str, *, patience: float = DEFAULT_PATIENCE, **params: Any) -> Any:
         """Call a worker function, trying again while the database is unreachable, up to ``patience``
         seconds; then :class:`DatabaseUnavailable`."""
-        from worker.retry import database_retrying
-
         wire = {k: _param(v) for k, v in params.items()}
-        for attempt in database_retrying(patience, function):
+        for attempt in database_retrying(patience, DatabaseUnavailable, function):
             with attempt:
                 self.round_trips += 1
                 return self._call(function, wire)
@@ -192,15 +191,15 @@ def _param(value: Any) -> Any:
     return value
 
 
-def open_gateway(settings: Settings) -> Gateway:
+def open_gateway(database: DatabaseSettings) -> Gateway:
     """The gateway the settings ask for: ``DATABASE_URL`` wins over the Data API."""
-    settings.require_database()
-    if settings.database_url is not None:
-        from worker.db.postgres import PostgresGateway
+    database.require()
+    if database.url is not None:
+        from worker.db.postgres import PostgresGateway  # each transport only when used (supabase-py is heavy)
 
-        return PostgresGateway(settings.database_url)
-    from worker.db.supabase import SupabaseGateway
+        return PostgresGateway(database.url)
+    from worker.db.supabase import SupabaseGateway  # each transport only when used (supabase-py is heavy)
 
-    assert settings.supabase_url is not None
-    assert settings.supabase_key is not None
-    return SupabaseGateway(settings.supabase_url, settings.supabase_key)
+    assert database.supabase_url is not None
+    assert database.supabase_key is not None
+    return SupabaseGateway(database.supabase_url, database.supabase_key)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,11 @@ from worker.db import DatabaseError
 from worker.db.postgres import connect
 from worker.vocabulary import CONSTRAINED_COLUMNS, EventStatus, ReminderStatus, constraint_name
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+# An installed wheel carries sql/ as package data (worker/sql, see pyproject.toml); a checkout has it
+# beside the package.
+_PACKAGED_SQL = resources.files("worker") / "sql"
+SQL_DIR = (_PACKAGED_SQL if isinstance(_PACKAGED_SQL, Path) and _PACKAGED_SQL.is_dir()
+           else Path(__file__).resolve().parents[2] / "sql")
 _FILE_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 LOCK_KEY = 0x5245_4D49  # "REMI"
 LOCK_TIMEOUT = "10s"

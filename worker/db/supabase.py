@@ -10,6 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
+from postgrest.exceptions import APIError
+from supabase import create_client
+from supabase.lib.client_options import SyncClientOptions
+
 from worker.config import ConfigError
 from worker.db import DatabaseError, DatabaseUnavailable, Gateway, SchemaOutdated
 
@@ -27,10 +32,6 @@ _SCHEMA_CODES = ("PGRST202", "42883", "42P01", "42703", "42704", "3F000")
 
 class SupabaseGateway(Gateway):
     def __init__(self, url: str, key: str, *, timeout: float = _TIMEOUT_SECONDS) -> None:
-        import httpx
-        from supabase import create_client
-        from supabase.lib.client_options import SyncClientOptions
-
         self._http = httpx.Client(http1=True, http2=False, timeout=httpx.Timeout(timeout, connect=10.0))
         options = SyncClientOptions(
             httpx_client=self._http,
@@ -42,9 +43,6 @@ class SupabaseGateway(Gateway):
         self._client = create_client(url, key, options=options)
 
     def _call(self, function: str, params: Mapping[str, Any]) -> Any:
-        import httpx
-        from postgrest.exceptions import APIError
-
         try:
             return self._client.rpc(function, dict(params)).execute().data
         except httpx.HTTPError as exc:

@@ -22,11 +22,11 @@ from worker.steps.context import PassClock, PassCounts
 from worker.vocabulary import ErrorKind, EventOutcome, EventStatus
 
 if TYPE_CHECKING:
-    from worker.config import Settings
+    from worker.config import PassSettings
 
 
 class CalendarPort(Protocol):
-    """Puts a batch of claimed events into their owners' calendars (see worker.calendar_sync)."""
+    """Puts a batch of claimed events into their owners' calendars (see worker.steps.calendar)."""
 
     def sync(self, events: Sequence[EventRow], now: datetime) -> Mapping[str, CalendarOutcome]: ...
 
@@ -44,7 +44,7 @@ def row_problem(row: EventRow) -> tuple[str, ErrorKind] | None:
     return None
 
 
-def plan_event(row: EventRow, calendar: CalendarOutcome | None, settings: Settings, now: datetime,
+def plan_event(row: EventRow, calendar: CalendarOutcome | None, passes: PassSettings, now: datetime,
                rng: random.Random | None = None) -> EventResult:
     """The completion record of one claimed, readable event."""
     outcome, calendar_id = EventOutcome.SYNCED, row.google_calendar_id
@@ -54,8 +54,8 @@ def plan_event(row: EventRow, calendar: CalendarOutcome | None, settings: Settin
     if calendar is not None:
         outcome, calendar_id, error, kind = calendar.outcome, calendar.google_calendar_id, calendar.error, calendar.kind
         if outcome is EventOutcome.RETRY:
-            next_at = planner.next_attempt_at(now, row.attempts + 1, settings.retry_base_seconds,
-                                              settings.retry_max_seconds, rng)
+            next_at = planner.next_attempt_at(now, row.attempts + 1, passes.retry_base_seconds,
+                                              passes.retry_max_seconds, rng)
     if row.status == EventStatus.CANCELLED:
         return EventResult(row.id, row.version, outcome, calendar_id, error, kind, next_at)
     problem = row_problem(row)
@@ -67,25 +67,25 @@ def plan_event(row: EventRow, calendar: CalendarOutcome | None, settings: Settin
             title=row.title, child_name=row.child_name, start_ts=row.start_ts, location=row.location,
             prep_items=row.prep_items, now=at, zone_name=row.timezone,
             max_bytes=planner.EXPO_MAX_PAYLOAD_BYTES - 300).as_text())
-        for at in planner.reminder_times(row.start_ts, settings.reminder_offsets, now, tz))
+        for at in planner.reminder_times(row.start_ts, passes.reminder_offsets, now, tz))
     return EventResult(row.id, row.version, outcome, calendar_id, error, kind, next_at, reminders)
 
 
-def _result(row: EventRow | Undecodable, calendar: CalendarOutcome | None, settings: Settings,
+def _result(row: EventRow | Undecodable, calendar: CalendarOutcome | None, passes: PassSettings,
             now: datetime) -> EventResult:
     """:func:`plan_event`, or the failure of a row that cannot be planned: never raises."""
     if isinstance(row, Undecodable):
         return EventResult(row.id, row.version, EventOutcome.FAILED, row.google_calendar_id,
                            f"cannot read this event: {row.reason}", ErrorKind.INVALID_ROW)
     try:
-        return plan_event(row, calendar, settings, now)
+        return plan_event(row, calendar, passes, now)
     except Exception as exc:  # one row's surprise (an overflow near year 1 or 9999) must not cost the batch
         logs.get().exception("event.plan_crashed", extra={"fields": {"event_id": row.id}})
         return EventResult(row.id, row.version, EventOutcome.FAILED, row.google_calendar_id,
                            f"cannot plan this event: {type(exc).__name__}: {exc}", ErrorKind.INVALID_ROW)
 
 
-def events_step(gateway: Gateway, settings: Settings, clock: PassClock, counts: PassCounts,
+def events_step(gateway: Gateway, passes: PassSettings, clock: PassClock, counts: PassCounts,
                 calendar: CalendarPort | None) -> str | None:
     """Sync, plan and complete claimed events, batch after batch.
 
@@ -98,7 +98,7 @@ def events_step(gateway: Gateway, settings: Settings, clock: PassClock, counts: 
     while True:
         now = clock.now()
         claim = uuid.uuid4()
-        rows = gateway.claim_events(now, claim, settings.batch_size, settings.lease_seconds,
+        rows = gateway.claim_events(now, claim, passes.batch_size, passes.lease_seconds,
                                     patience=clock.patience)
         if not rows:
             break
@@ -111,7 +111,7 @@ def events_step(gateway: Gateway, settings: Settings, clock: PassClock, counts: 
             else:
                 calendar_answered = True
         now = clock.now()
-        results = [_result(r, outcomes.get(r.id), settings, now) for r in rows]
+        results = [_result(r, outcomes.get(r.id), passes, now) for r in rows]
         for res in results:
             if res.outcome is EventOutcome.FAILED:
                 logs.event("event.failed", logging.WARNING, event_id=res.id, reason=res.error, kind=res.error_kind)
@@ -132,6 +132,6 @@ def events_step(gateway: Gateway, settings: Settings, clock: PassClock, counts: 
         counts.reminders_unplanned += done.get("reminders_unplanned", 0)
         logs.event("events.batch", claimed=len(rows), superseded=stale,
                    reminders_planned=done.get("reminders_planned", 0))
-        if len(rows) < settings.batch_size:
+        if len(rows) < passes.batch_size:
             break
     return None if calendar_answered or calendar_error is None else calendar_error

@@ -26,7 +26,6 @@ Why it is shaped like this:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -35,20 +34,19 @@ from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from worker import logs, planner
+from worker import logs
+from worker.clients.expo import MAX_MESSAGES_PER_REQUEST, ExpoPusher, Outbound, RequestResult
 from worker.db import DatabaseUnavailable, Gateway
-from worker.push import MAX_MESSAGES_PER_REQUEST, Delivery, ExpoPusher, Outbound, RequestResult
 from worker.records import PushResult, ReminderRow, Undecodable
 from worker.steps.context import LEASE_MARGIN, Degraded, PassAborted, PassClock, PassCounts
+from worker.steps.messages import CREDENTIAL_ERRORS, build_message, push_result
 from worker.vocabulary import ErrorKind, PushOutcome
 
 if TYPE_CHECKING:
-    from worker.config import Settings
+    from worker.config import ExpoSettings, PassSettings
 
-# Room kept free in Expo's 4096 bytes for what our estimate of the payload may miss.
-_PAYLOAD_MARGIN = 96
 
 
 @dataclass(eq=False)
@@ -85,64 +83,19 @@ class _Written:
         self.deadline = min(self.deadline, claim.deadline)
 
 
-def build_message(row: ReminderRow, now: datetime) -> Outbound | PushResult:
-    """The notification for a claimed reminder, or the failure that stops it being sent.
-
-    The token is the owner's current one (profile, else user metadata); a row the app wrote before
-    the worker arrived falls back to its own push_token and is sent with its own stored text.
-    """
-    token = row.push_token or (row.row_push_token if not row.planned_by_worker else None)
-    if not token:
-        return PushResult(row.id, PushOutcome.FAILED, "the owner has no Expo push token (neither "
-                          "profiles.expo_push_token nor expo_push_token in the user's metadata)", ErrorKind.NO_TOKEN)
-    if not planner.is_expo_push_token(token):
-        return PushResult(row.id, PushOutcome.FAILED, "the owner's push token is malformed (expected "
-                          "ExponentPushToken[...] or ExpoPushToken[...])", ErrorKind.BAD_TOKEN)
-    _, usable = planner.timezone_for(row.timezone)
-    if not usable:
-        return PushResult(row.id, PushOutcome.FAILED, planner.timezone_problem(row.timezone or ""),
-                          ErrorKind.TIMEZONE)
-    data = {"event_id": row.event_id, "reminder_id": row.id}
-    expiration = int(row.start_ts.timestamp())
-    skeleton = Outbound(row.id, token, "", "", data, expiration).payload()
-    overhead = len(json.dumps(skeleton, ensure_ascii=False, separators=(",", ":")).encode()) + _PAYLOAD_MARGIN
-    if not row.planned_by_worker and row.stored_message and row.stored_message.strip():
-        msg = planner.stored_message(title=row.title, child_name=row.child_name, text=row.stored_message,
-                                     max_bytes=planner.EXPO_MAX_PAYLOAD_BYTES, overhead=overhead)
-    else:
-        msg = planner.render_message(
-            title=row.title, child_name=row.child_name, start_ts=row.start_ts, location=row.location,
-            prep_items=row.prep_items, now=now, zone_name=row.timezone,
-            max_bytes=planner.EXPO_MAX_PAYLOAD_BYTES, overhead=overhead)
-    return Outbound(row.id, token, msg.title, msg.body, data, expiration)
-
-
-def delivery_result(d: Delivery, out: Outbound, row: ReminderRow, settings: Settings, now: datetime,
-                    rng: Any = None) -> PushResult:
-    """The record of what became of one sent message."""
-    next_at: datetime | None = None
-    if d.outcome is PushOutcome.RETRY:
-        next_at = planner.next_attempt_at(now, row.retry_count + 1, settings.retry_base_seconds,
-                                          settings.retry_max_seconds, rng)
-    elif d.outcome is PushOutcome.DEFERRED:
-        next_at = planner.next_attempt_at(now, 1, max(settings.retry_base_seconds, 1.0),
-                                          settings.retry_max_seconds, rng)
-    return PushResult(d.reminder_id, d.outcome, d.error, d.kind, d.ticket_id, next_at,
-                      message=f"{out.title}\n{out.body}", push_token=out.token, clear_token=d.clear_token)
-
-
 class PushStep:
     """One pass's push step. :meth:`run` returns when nothing more is due or the step must stop."""
 
-    def __init__(self, gateway: Gateway, pusher: ExpoPusher, settings: Settings, clock: PassClock,
+    def __init__(self, gateway: Gateway, pusher: ExpoPusher, passes: PassSettings, expo: ExpoSettings, clock: PassClock,
                  counts: PassCounts, degraded: Degraded) -> None:
         self.gateway = gateway
         self.pusher = pusher
-        self.settings = settings
+        self.passes = passes
+        self.expo = expo
         self.clock = clock
         self.counts = counts
         self.degraded = degraded
-        self.slots = max(settings.push_concurrency, 1)
+        self.slots = max(expo.concurrency, 1)
         self._ready: deque[_Request] = deque()
         self._in_flight: dict[Future[RequestResult], _Request] = {}
         self._unwritten = _Written()
@@ -205,11 +158,11 @@ class PushStep:
         now = self.clock.now()
         claim_id = uuid.uuid4()
         # The lease runs from `now` (the claim's p_now), however long the call takes to get through.
-        claim = _Claim(claim_id, time.monotonic() + self.settings.lease_seconds * (1 - LEASE_MARGIN))
-        claimed = self.gateway.claim_reminders(now, claim_id, self.settings.batch_size, self.settings.lease_seconds,
+        claim = _Claim(claim_id, time.monotonic() + self.passes.lease_seconds * (1 - LEASE_MARGIN))
+        claimed = self.gateway.claim_reminders(now, claim_id, self.passes.batch_size, self.passes.lease_seconds,
                                                patience=self.clock.patience)
         handled = len(claimed.rows) + claimed.expired + claimed.cancelled + claimed.superseded
-        self._more = handled >= self.settings.batch_size
+        self._more = handled >= self.passes.batch_size
         self.counts.expired += claimed.expired
         self.counts.cancelled += claimed.cancelled
         self.counts.superseded += claimed.superseded
@@ -270,20 +223,20 @@ class PushStep:
         result = future.result()  # the client always answers (it never raises for a request)
         now = self.clock.now()
         by_id = {m.reminder_id: m for m in request.messages}
-        results = [delivery_result(d, by_id[d.reminder_id], request.rows[d.reminder_id], self.settings, now)
-                   for d in result.deliveries]
+        results = [push_result(a, by_id[a.reminder_id], request.rows[a.reminder_id], self.passes, now)
+                   for a in result.answers]
         self._unwritten.add(request.claim, results, slots=1)
         self._notice(result)
 
     def _notice(self, result: RequestResult) -> None:
         """What one request's answer says about the rest of the pass."""
-        credentials = next((d for d in result.deliveries if d.kind is ErrorKind.EXPO_CREDENTIALS), None)
+        credentials = next((a for a in result.answers if a.error in CREDENTIAL_ERRORS), None)
         if credentials is not None:
-            reason = f"Expo refused the project's push credentials: {credentials.error}"
+            reason = f"Expo refused the project's push credentials: {credentials.message}"
             self.degraded.add(ErrorKind.EXPO_CREDENTIALS, reason)
         if result.refused:
             self._stop = self._stop or PassAborted(
-                f"Expo refused the access token (EXPO_ACCESS_TOKEN): {result.deliveries[0].error}",
+                f"Expo refused the access token (EXPO_ACCESS_TOKEN): {result.answers[0].message}",
                 ErrorKind.EXPO_CREDENTIALS)
             return
         if result.answered:
@@ -291,7 +244,7 @@ class PushStep:
             self._unanswered_in_a_row = 0
             return
         self._unanswered_in_a_row += 1
-        self._last_error = next((d.error for d in result.deliveries if d.error), "no answer")
+        self._last_error = next((a.message for a in result.answers if a.message), "no answer")
         if self._unanswered_in_a_row >= self.slots:  # Expo is down: stop before every row burns an attempt
             self._stop = self._stop or PassAborted(f"Expo is unavailable: {self._last_error}",
                                                    ErrorKind.EXPO_UNAVAILABLE)
@@ -304,7 +257,7 @@ class PushStep:
             return
         patience = max(pending.deadline - time.monotonic(), 0.0)
         written = self.gateway.record_push_outcomes(self.clock.now(), sorted(pending.claims, key=str),
-                                                    self.settings.push_max_attempts, pending.results,
+                                                    self.expo.max_attempts, pending.results,
                                                     patience=patience)
         c = self.counts
         c.sent += written.get("sent", 0)
@@ -316,9 +269,10 @@ class PushStep:
         logs.event("push.recorded", outcomes=len(pending.results), requests=pending.slots, **written)
 
 
-def push_step(gateway: Gateway, pusher: ExpoPusher, settings: Settings, clock: PassClock, counts: PassCounts,
+def push_step(gateway: Gateway, pusher: ExpoPusher, passes: PassSettings, expo: ExpoSettings, clock: PassClock,
+              counts: PassCounts,
               degraded: Degraded) -> int:
     """Run the push step; returns the number of Expo requests it made."""
-    step = PushStep(gateway, pusher, settings, clock, counts, degraded)
+    step = PushStep(gateway, pusher, passes, expo, clock, counts, degraded)
     step.run()
     return step.requests

@@ -23,14 +23,15 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from worker import logs, planner
+from worker.clients.expo import ExpoPusher, Receipt, ReceiptsUnavailable
 from worker.db import Gateway
-from worker.push import CREDENTIAL_ERRORS, ExpoPusher, Receipt, ReceiptsUnavailable
 from worker.records import ReceiptResult, ReceiptRow, Undecodable
 from worker.steps.context import Degraded, PassAborted, PassClock, PassCounts
+from worker.steps.messages import CREDENTIAL_ERRORS
 from worker.vocabulary import ErrorKind, ReceiptOutcome
 
 if TYPE_CHECKING:
-    from worker.config import Settings
+    from worker.config import ExpoSettings, PassSettings
 
 #: Expo keeps receipts about a day; a receipt still missing after this is never coming.
 RECEIPT_HORIZON = timedelta(hours=24)
@@ -39,7 +40,7 @@ MISSING_BASE_SECONDS = 600.0
 MISSING_MAX_SECONDS = 4 * 3600.0
 
 
-def receipt_outcome(row: ReceiptRow, receipt: Receipt | None, settings: Settings, now: datetime,
+def receipt_outcome(row: ReceiptRow, receipt: Receipt | None, passes: PassSettings, now: datetime,
                     rng: Any = None) -> ReceiptResult:
     """The record for one claimed reminder given its receipt (None: Expo has none for it)."""
     if receipt is None:
@@ -58,43 +59,43 @@ def receipt_outcome(row: ReceiptRow, receipt: Receipt | None, settings: Settings
         # Not delivered, and the device will take a later message: send it again with backoff.
         return ReceiptResult(row.id, ReceiptOutcome.RESEND, reason, ErrorKind.EXPO_RATE_EXCEEDED,
                              next_attempt_at=planner.next_attempt_at(
-                                 now, row.retry_count + 1, settings.retry_base_seconds, settings.retry_max_seconds,
+                                 now, row.retry_count + 1, passes.retry_base_seconds, passes.retry_max_seconds,
                                  rng))
     if code in CREDENTIAL_ERRORS:
         # The project's FCM/APNs credentials: not the reminder's fault. Send again once fixed.
         return ReceiptResult(row.id, ReceiptOutcome.DEFERRED, reason, ErrorKind.EXPO_CREDENTIALS,
                              next_attempt_at=planner.next_attempt_at(
-                                 now, 1, max(settings.retry_base_seconds, 1.0), settings.retry_max_seconds, rng))
+                                 now, 1, max(passes.retry_base_seconds, 1.0), passes.retry_max_seconds, rng))
     if code == "DeviceNotRegistered":
         return ReceiptResult(row.id, ReceiptOutcome.FAILED, reason, ErrorKind.DEVICE_NOT_REGISTERED, clear_token=True)
     return ReceiptResult(row.id, ReceiptOutcome.FAILED, reason, ErrorKind.EXPO_REJECTED)
 
 
-def _later(row_id: str, settings: Settings, now: datetime, rng: Any = None) -> ReceiptResult:
+def _later(row_id: str, passes: PassSettings, now: datetime, rng: Any = None) -> ReceiptResult:
     """Expo could not be asked about this one: release it for a later pass, no check counted."""
     return ReceiptResult(row_id, ReceiptOutcome.LATER, next_check_at=planner.next_attempt_at(
-        now, 1, max(settings.retry_base_seconds, 1.0), settings.retry_max_seconds, rng))
+        now, 1, max(passes.retry_base_seconds, 1.0), passes.retry_max_seconds, rng))
 
 
-def receipts_step(gateway: Gateway, pusher: ExpoPusher, settings: Settings, clock: PassClock,
+def receipts_step(gateway: Gateway, pusher: ExpoPusher, passes: PassSettings, expo: ExpoSettings, clock: PassClock,
                   counts: PassCounts, degraded: Degraded) -> None:
     """Claim due receipts, ask Expo, record the outcomes; batch after batch within the bounds.
 
     Raises PassAborted when Expo answered none of a batch's requests (the batch is released first).
     """
-    remaining = settings.receipt_max_per_pass
-    deadline = time.monotonic() + settings.receipt_time_budget_seconds
+    remaining = expo.receipt_max_per_pass
+    deadline = time.monotonic() + expo.receipt_time_budget_seconds
     credentials: Counter[str] = Counter()
     try:
         while remaining > 0 and time.monotonic() < deadline:
-            limit = min(settings.batch_size, remaining)
+            limit = min(passes.batch_size, remaining)
             claim = uuid.uuid4()
-            rows = gateway.claim_receipts(clock.now(), claim, limit, settings.lease_seconds,
-                                          settings.receipt_delay_seconds, patience=clock.patience)
+            rows = gateway.claim_receipts(clock.now(), claim, limit, passes.lease_seconds,
+                                          expo.receipt_delay_seconds, patience=clock.patience)
             if not rows:
                 return
             remaining -= len(rows)
-            error = _check_batch(gateway, pusher, settings, clock, claim, counts, rows, credentials)
+            error = _check_batch(gateway, pusher, passes, expo, clock, claim, counts, rows, credentials)
             if error is not None:
                 raise PassAborted(f"Expo receipts are unavailable: {error}", ErrorKind.EXPO_UNAVAILABLE)
             if len(rows) < limit:
@@ -113,7 +114,8 @@ def receipts_step(gateway: Gateway, pusher: ExpoPusher, settings: Settings, cloc
                          f"invalid ({', '.join(sorted(credentials))}): fix them in Expo; the reminders wait")
 
 
-def _check_batch(gateway: Gateway, pusher: ExpoPusher, settings: Settings, clock: PassClock, claim: uuid.UUID,
+def _check_batch(gateway: Gateway, pusher: ExpoPusher, passes: PassSettings, expo: ExpoSettings, clock: PassClock,
+                 claim: uuid.UUID,
                  counts: PassCounts, rows: Sequence[ReceiptRow | Undecodable], credentials: Counter[str]) -> str | None:
     """One claimed batch: ask, classify, record. Returns an error when Expo answered none of it."""
     readable = [r for r in rows if isinstance(r, ReceiptRow)]
@@ -131,16 +133,16 @@ def _check_batch(gateway: Gateway, pusher: ExpoPusher, settings: Settings, clock
                                           f"columns: {row.reason}", ErrorKind.INVALID_ROW))
             continue
         if row.ticket_id in unanswered:
-            outcomes.append(_later(row.id, settings, now))
+            outcomes.append(_later(row.id, passes, now))
             continue
         receipt = receipts.get(row.ticket_id)
         if receipt is not None and receipt.error in CREDENTIAL_ERRORS:
             credentials[receipt.error] += 1
-        outcome = receipt_outcome(row, receipt, settings, now)
+        outcome = receipt_outcome(row, receipt, passes, now)
         if outcome.outcome is ReceiptOutcome.FAILED:
             logs.event("reminder.delivery_failed", logging.WARNING, reminder_id=row.id, reason=outcome.error)
         outcomes.append(outcome)
-    written = gateway.record_receipts(clock.now(), [claim], settings.push_max_attempts, outcomes,
+    written = gateway.record_receipts(clock.now(), [claim], expo.max_attempts, outcomes,
                                       patience=clock.patience)
     counts.receipts_ok += written.get("ok", 0)
     counts.receipts_failed += written.get("failed", 0)

@@ -41,24 +41,22 @@ Test hooks: ``requests`` records every request (method, path, lower-cased header
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
 import queue
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg import sql
+
+from standins._server import HttpStandIn, StandInHandler, StandInServer
 
 __all__ = ["PostgrestStandIn", "RequestRecord", "StandInJwtError", "sign_jwt", "verify_jwt"]
 
@@ -446,31 +444,10 @@ def _call_statement(routine: _Routine, keys: list[str], *, single_object: bool) 
 # --------------------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    standin: PostgrestStandIn
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(StandInHandler):
     """HTTP/1.1 with keep-alive, because httpx pools connections and so does our worker."""
 
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # answer at once on reused connections (no delayed-ACK stall)
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.standin._track_socket(self.connection, add=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.standin._track_socket(self.connection, add=False)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence per-request logging; tests assert on ``requests`` instead."""
+    server: StandInServer[PostgrestStandIn]
 
     def do_POST(self) -> None:
         self._dispatch()
@@ -508,13 +485,18 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
 
 
-class PostgrestStandIn:
+class PostgrestStandIn(HttpStandIn):
     """Supabase Data API stand-in: ``POST /rest/v1/rpc/<fn>`` executed against a real Postgres.
 
     ``dsn`` should connect as a role that may ``SET ROLE`` to ``anon``, ``authenticated`` and
     ``service_role`` (Supabase's ``authenticator``, or a superuser in tests).  ``schemas`` are the
     exposed schemas (Supabase's "Exposed schemas"); the first is the default profile.
+    Lifecycle (``start``/``stop``, context manager) comes from
+    :class:`~standins._server.HttpStandIn`; stopping also closes every pooled Postgres connection.
     """
+
+    handler_class = _Handler
+    thread_name = "postgrest-standin"
 
     def __init__(
         self,
@@ -524,6 +506,7 @@ class PostgrestStandIn:
         latency: float = 0.0,
         schemas: tuple[str, ...] = ("public",),
     ) -> None:
+        super().__init__()
         self.dsn = dsn
         self.jwt_secret = jwt_secret
         self.latency = latency
@@ -535,9 +518,6 @@ class PostgrestStandIn:
         self._faults: list[tuple[int, dict[str, Any]]] = []
         self._idle: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue()
         self._connections: set[psycopg.Connection[Any]] = set()
-        self._sockets: set[socket.socket] = set()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         now = int(time.time())
         ten_years = 10 * 365 * 24 * 3600
         self._service_role_key = sign_jwt(
@@ -549,45 +529,14 @@ class PostgrestStandIn:
             jwt_secret,
         )
 
-    # ---- lifecycle -------------------------------------------------------------------------
+    # ---- lifecycle (the rest is HttpStandIn's) ---------------------------------------------
 
-    def start(self) -> PostgrestStandIn:
-        """Listen on 127.0.0.1 on a free port; requests are served on daemon threads."""
-        if self._server is not None:
-            raise RuntimeError("PostgrestStandIn already started")
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.standin = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="postgrest-standin", daemon=True
-        )
-        self._thread.start()
-        return self
+    def _after_stop(self) -> None:
+        """Close every Postgres connection once no handler can use one any more.
 
-    def stop(self) -> None:
-        """Stop serving, drop open client connections and close every Postgres connection.
-
-        Open keep-alive sockets are shut down so their handler threads exit now rather than when
-        the client hangs up; otherwise a test that stops the stand-in first would leak them.
+        Connections still out with a handler that outlived ``stop`` are closed when it releases
+        them (``_release`` discards every connection once the stand-in is stopped).
         """
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        with self._lock:
-            open_sockets = list(self._sockets)
-        for sock in open_sockets:
-            with contextlib.suppress(OSError):  # already closed by the client
-                sock.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            with self._lock:
-                if not self._sockets:
-                    break
-            time.sleep(0.01)
         with self._lock:
             connections = list(self._connections)
             self._connections.clear()
@@ -599,24 +548,10 @@ class PostgrestStandIn:
         for conn in connections:
             conn.close()
 
-    def __enter__(self) -> PostgrestStandIn:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     @property
     def url(self) -> str:
         """The ``SUPABASE_URL`` to hand to ``create_client`` (no trailing slash)."""
-        if self._server is None:
-            raise RuntimeError("PostgrestStandIn is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.base_url
 
     # ---- keys ------------------------------------------------------------------------------
 
@@ -631,7 +566,7 @@ class PostgrestStandIn:
     def user_token(self, user_id: str, *, expires_in: int = 3600, **extra_claims: Any) -> str:
         """A GoTrue-style access token for ``user_id`` (role ``authenticated``)."""
         now = int(time.time())
-        issuer = f"{self.url}/auth/v1" if self._server is not None else "supabase"
+        issuer = f"{self.url}/auth/v1" if self.running else "supabase"
         claims: dict[str, Any] = {
             "aud": "authenticated",
             "exp": now + expires_in,
@@ -664,13 +599,6 @@ class PostgrestStandIn:
             self._faults.extend([(status, payload)] * n)
 
     # ---- internals -------------------------------------------------------------------------
-
-    def _track_socket(self, sock: socket.socket, *, add: bool) -> None:
-        with self._lock:
-            if add:
-                self._sockets.add(sock)
-            else:
-                self._sockets.discard(sock)
 
     def _acquire(self) -> psycopg.Connection[Any]:
         try:
@@ -724,7 +652,7 @@ class PostgrestStandIn:
         raise AssertionError("unreachable")
 
     def _release(self, conn: psycopg.Connection[Any], *, discard: bool = False) -> None:
-        if discard or conn.closed or conn.broken or self._server is None:
+        if discard or conn.closed or conn.broken or not self.running:
             with self._lock:
                 self._connections.discard(conn)
             conn.close()

@@ -1,15 +1,17 @@
-"""The push client: Expo's push API through exponent-server-sdk, fast and polite.
+"""Expo's push API through exponent-server-sdk, fast and polite: transport only.
 
 * 100 messages a request (Expo's limit), several requests in flight on one pooled
   ``requests.Session``, and a client-side rate limit (Expo allows 600 notifications/s per project).
-* In-pass retries (tenacity) of network errors, 429 and 5xx only; a 400 is never retried.
-* One request's outcome is ready as soon as that request returns (:meth:`ExpoPusher.submit` gives a
+* In-pass retries (tenacity, :mod:`worker.retry`) of network errors, 429 and 5xx only; a 4xx is
+  never retried as it was.
+* One request's answer is ready as soon as that request returns (:meth:`ExpoPusher.submit` gives a
   future per request), so the push step records it at once: a pass killed at any instant can only
   have sent twice what was in flight.
-* Each outcome is classified for the database (:class:`~worker.vocabulary.PushOutcome` with an
-  :class:`~worker.vocabulary.ErrorKind`): ``sent``; ``retry`` (transient: counts an attempt, backs
-  off); ``failed`` (permanent); ``deferred`` (the project's credentials were refused: 401,
-  ``InvalidCredentials``, ``MismatchSenderId``; the reminder is not at fault, no attempt counted).
+* Every message gets an :class:`Answer`: Expo's ticket (an id, or Expo's error code and text), or,
+  when the request itself failed, one of the request-level codes :data:`REQUEST_REFUSED` (our access
+  token), :data:`REQUEST_UNREACHABLE` (network, 429, 5xx after the retries) or
+  :data:`REQUEST_REJECTED` (Expo refuses this message). What an answer means for the reminder is
+  the push step's decision (:mod:`worker.steps.messages`).
 * Whole-request refusals that concern only some of its messages are taken apart, not failed:
   ``PUSH_TOO_MANY_EXPERIENCE_IDS`` (tokens of several Expo projects) is split by project as its
   ``details`` say, and a 400 for a request of several messages is halved until the message Expo
@@ -27,17 +29,17 @@ import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
+import requests
+from exponent_server_sdk import PushClient, PushMessage, PushServerError, PushTicket
+
 from worker import logs
+from worker.config import ExpoSettings
 from worker.logs import scrub
 from worker.planner import is_expo_push_token
 from worker.retry import RateLimiter, http_retrying
-from worker.vocabulary import ErrorKind, PushOutcome
-
-if TYPE_CHECKING:
-    from exponent_server_sdk import PushClient
 
 MAX_MESSAGES_PER_REQUEST = 100
 
@@ -62,27 +64,36 @@ class Outbound:
         return p
 
 
+#: Request-level answers (ours, never Expo's codes): the request carrying the message failed.
+REQUEST_REFUSED = "request_refused"  # 401/403: Expo refused our access token
+REQUEST_UNREACHABLE = "request_unreachable"  # network, 429, 5xx, a malformed answer: after the retries
+REQUEST_REJECTED = "request_rejected"  # a 4xx for this message alone
+
+
 @dataclass(frozen=True, slots=True)
-class Delivery:
-    """What became of one message."""
+class Answer:
+    """What Expo said about one message: a ticket id (accepted), or an error code and its text
+    (Expo's ``details.error``, e.g. ``DeviceNotRegistered``, or one of the ``REQUEST_*`` codes)."""
 
     reminder_id: str
-    outcome: PushOutcome
-    error: str | None = None
     ticket_id: str | None = None
-    clear_token: bool = False
-    kind: ErrorKind | None = None
+    error: str | None = None
+    message: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.error is None
 
 
 @dataclass(frozen=True, slots=True)
 class RequestResult:
-    """What one request (or the requests it was split into) did for its messages.
+    """What one request (or the requests it was split into) answered for its messages.
 
     ``answered``: Expo answered (not only network errors and 5xx); ``refused``: Expo refused our
     access token (401/403), so no other request of this pass will fare better.
     """
 
-    deliveries: list[Delivery]
+    answers: list[Answer]
     answered: bool
     refused: bool = False
 
@@ -122,23 +133,19 @@ class _Refused(Exception):
     """Expo refused our credentials (401/403): no retry helps within this pass."""
 
 
-def _sdk_message_class() -> type:
-    from exponent_server_sdk import PushMessage
+class _Message(PushMessage):  # type: ignore[misc]
+    """The SDK's message with Expo's current token rule (both token forms), carrying our payload
+    (the SDK's namedtuple has no field for expiration, priority or sound)."""
 
-    class _Message(PushMessage):  # type: ignore[misc]
-        """The SDK's message with Expo's current token rule (both token forms)."""
-
-        def get_payload(self) -> dict[str, Any]:
-            if not is_expo_push_token(self.to):
-                raise ValueError("malformed Expo push token")
-            payload: dict[str, Any] = self._payload
-            return payload
-
-    return _Message
+    def get_payload(self) -> dict[str, Any]:
+        if not is_expo_push_token(self.to):
+            raise ValueError("malformed Expo push token")
+        payload: dict[str, Any] = self._payload
+        return payload
 
 
 class ExpoPusher:
-    """Sends batches of :class:`Outbound` and classifies every result. Thread-safe."""
+    """Sends :class:`Outbound` messages and hands back Expo's :class:`Answer` for each. Thread-safe."""
 
     def __init__(
         self,
@@ -151,9 +158,6 @@ class ExpoPusher:
         request_attempts: int = 3,
         retry_wait: float = 0.5,
     ) -> None:
-        import requests
-        from exponent_server_sdk import PushClient
-
         parts = urlsplit(api_url)
         self._session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=concurrency, max_retries=0)
@@ -170,7 +174,6 @@ class ExpoPusher:
             host=f"{parts.scheme}://{parts.netloc}", api_url=parts.path.rstrip("/"),
             session=self._session, timeout=timeout,
         )
-        self._message_cls = _sdk_message_class()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="expo")
         # Expo counts arrivals: a window a little over a second keeps jitter from fitting 7 x 100 in one.
         self._limiter = RateLimiter(rate_limit, window=1.05)
@@ -183,11 +186,11 @@ class ExpoPusher:
         self._pool.shutdown(wait=True)
         self._session.close()
 
-    def send(self, messages: Sequence[Outbound]) -> tuple[list[Delivery], bool]:
-        """Send all messages and wait; returns every delivery and whether Expo answered at least once."""
+    def send(self, messages: Sequence[Outbound]) -> tuple[list[Answer], bool]:
+        """Send all messages and wait; returns every answer and whether Expo answered at least once."""
         chunks = [messages[i:i + MAX_MESSAGES_PER_REQUEST] for i in range(0, len(messages), MAX_MESSAGES_PER_REQUEST)]
         results = [f.result() for f in [self.submit(c) for c in chunks]]
-        return [d for r in results for d in r.deliveries], not results or any(r.answered for r in results)
+        return [a for r in results for a in r.answers], not results or any(r.answered for r in results)
 
     def submit(self, messages: Sequence[Outbound]) -> Future[RequestResult]:
         """Put one request (at most 100 messages) on the wire in the background; its future is done
@@ -197,23 +200,20 @@ class ExpoPusher:
         return self._pool.submit(self._send_request, list(messages))
 
     def _send_request(self, chunk: list[Outbound]) -> RequestResult:
-        from exponent_server_sdk import PushServerError
-
         self._limiter.acquire(len(chunk))
         try:
             tickets = self._publish_with_retries(chunk)
         except _Refused as exc:
-            return RequestResult(_all(chunk, PushOutcome.DEFERRED, str(exc), ErrorKind.EXPO_CREDENTIALS),
-                                 answered=False, refused=True)
+            return RequestResult(_all(chunk, REQUEST_REFUSED, str(exc)), answered=False, refused=True)
         except _Transient as exc:
-            return RequestResult(_all(chunk, PushOutcome.RETRY, str(exc), ErrorKind.EXPO_UNAVAILABLE), answered=False)
+            return RequestResult(_all(chunk, REQUEST_UNREACHABLE, str(exc)), answered=False)
         except PushServerError as exc:  # a 4xx: the request itself is refused; retrying it as is cannot help
             return self._take_apart(chunk, exc)
-        except Exception as exc:  # a bug must still give every message an outcome, and stay in its request
+        except Exception as exc:  # a bug must still give every message an answer, and stay in its request
             logs.get().exception("expo.request_crashed")
             reason = f"unexpected error sending to Expo: {type(exc).__name__}"
-            return RequestResult(_all(chunk, PushOutcome.RETRY, reason, ErrorKind.EXPO_UNAVAILABLE), answered=False)
-        return RequestResult([_classify(m, t) for m, t in zip(chunk, tickets, strict=True)], answered=True)
+            return RequestResult(_all(chunk, REQUEST_UNREACHABLE, reason), answered=False)
+        return RequestResult([_answer(m, t) for m, t in zip(chunk, tickets, strict=True)], answered=True)
 
     def _take_apart(self, chunk: list[Outbound], exc: Any) -> RequestResult:
         """A request refused as a whole, for what may be only some of its messages."""
@@ -226,9 +226,9 @@ class ExpoPusher:
             parts = [chunk[:half], chunk[half:]]
         if len(parts) < 2:
             reason = f"Expo refused the request: {_server_error_text(exc)}"
-            return RequestResult(_all(chunk, PushOutcome.FAILED, reason, ErrorKind.EXPO_REJECTED), answered=True)
+            return RequestResult(_all(chunk, REQUEST_REJECTED, reason), answered=True)
         results = [self._send_request(part) for part in parts]
-        return RequestResult([d for r in results for d in r.deliveries], answered=any(r.answered for r in results),
+        return RequestResult([a for r in results for a in r.answers], answered=any(r.answered for r in results),
                              refused=any(r.refused for r in results))
 
     def _publish_with_retries(self, chunk: Sequence[Outbound]) -> list[Any]:
@@ -245,7 +245,7 @@ class ExpoPusher:
             return list(self._client.publish_multiple(sdk_messages))
 
     def _to_sdk(self, m: Outbound) -> Any:
-        msg = self._message_cls(to=m.token, title=m.title, body=m.body, data=m.data)
+        msg = _Message(to=m.token, title=m.title, body=m.body, data=m.data)
         msg._payload = m.payload()  # the SDK's namedtuple has no field for expiration/priority/sound
         return msg
 
@@ -276,8 +276,6 @@ class ExpoPusher:
         return receipts
 
     def _receipts_chunk(self, ids: list[str]) -> tuple[dict[str, Receipt], str | None]:
-        from exponent_server_sdk import PushServerError
-
         try:
             for attempt in http_retrying(self._attempts, self._retry_wait, _Transient):
                 with attempt:
@@ -289,8 +287,6 @@ class ExpoPusher:
         raise AssertionError("unreachable")
 
     def _receipts_once(self, ids: list[str]) -> dict[str, Receipt]:
-        from exponent_server_sdk import PushTicket
-
         tickets = [PushTicket(push_message=None, status="ok", message="", details=None, id=i) for i in ids]
         with self._count_lock:
             self.requests_made += 1
@@ -316,9 +312,6 @@ def _classified_errors() -> Iterator[None]:
     401/403: :class:`_Refused` (our access token). Network errors, 429, 5xx and answers that are
     not Expo's: :class:`_Transient`. Other 4xx stay a ``PushServerError`` (the request is wrong).
     """
-    import requests
-    from exponent_server_sdk import PushServerError
-
     try:
         yield
     except PushServerError as exc:
@@ -349,14 +342,12 @@ def _server_error_text(exc: Any) -> str:
     return scrub(str(getattr(exc, "message", None) or exc))
 
 
-#: Ticket errors that are the project's, not the message's: Expo's FCM/APNs credentials for the app.
-CREDENTIAL_ERRORS = frozenset({"InvalidCredentials", "MismatchSenderId"})
 # 400 codes that refuse a request for what it is as a whole: halving it cannot help.
 _WHOLE_REQUEST_CODES = frozenset({"PUSH_TOO_MANY_NOTIFICATIONS", "PUSH_TOO_MANY_RECEIPTS", "UNAUTHORIZED"})
 
 
-def _all(chunk: Sequence[Outbound], outcome: PushOutcome, reason: str, kind: ErrorKind) -> list[Delivery]:
-    return [Delivery(m.reminder_id, outcome, reason, kind=kind) for m in chunk]
+def _all(chunk: Sequence[Outbound], code: str, reason: str) -> list[Answer]:
+    return [Answer(m.reminder_id, error=code, message=reason) for m in chunk]
 
 
 def _server_error_code(exc: Any) -> str | None:
@@ -389,33 +380,24 @@ def _split_by_project(chunk: list[Outbound], details: Any) -> list[list[Outbound
     return list(parts.values())
 
 
-def _classify(message: Outbound, ticket: Any) -> Delivery:
+def _answer(message: Outbound, ticket: Any) -> Answer:
+    """One ticket as an :class:`Answer`. Expo's texts quote the token: it is scrubbed here."""
     if ticket.status == "ok":
-        return Delivery(message.reminder_id, PushOutcome.SENT, ticket_id=ticket.id or None)
+        return Answer(message.reminder_id, ticket_id=ticket.id or None)
     details = ticket.details or {}
     error = details.get("error") if isinstance(details, dict) else None
-    # Expo's texts quote the token; error_message must not carry it.
     text = scrub(f"{error or 'error'}: {ticket.message}".strip() if ticket.message else (error or "error"))
-    rid = message.reminder_id
-    if error == "DeviceNotRegistered":
-        return Delivery(rid, PushOutcome.FAILED, text, clear_token=True, kind=ErrorKind.DEVICE_NOT_REGISTERED)
-    if error == "MessageTooBig":
-        return Delivery(rid, PushOutcome.FAILED, text, kind=ErrorKind.EXPO_REJECTED)
-    if error in CREDENTIAL_ERRORS:
-        return Delivery(rid, PushOutcome.DEFERRED, text, kind=ErrorKind.EXPO_CREDENTIALS)
-    if error == "MessageRateExceeded":
-        return Delivery(rid, PushOutcome.RETRY, text, kind=ErrorKind.EXPO_RATE_EXCEEDED)
-    return Delivery(rid, PushOutcome.RETRY, text, kind=ErrorKind.EXPO_UNAVAILABLE)
+    return Answer(message.reminder_id, error=str(error or "error"), message=text)
 
 
-def pusher_from_settings(settings: Any, **overrides: Any) -> ExpoPusher:
+def pusher_from_settings(expo: ExpoSettings, **overrides: Any) -> ExpoPusher:
     kwargs: dict[str, Any] = {
-        "access_token": settings.expo_access_token,
-        "concurrency": settings.push_concurrency,
-        "rate_limit": settings.push_rate_limit,
-        "timeout": settings.push_timeout,
-        "request_attempts": settings.push_request_attempts,
-        "retry_wait": settings.push_retry_wait,
+        "access_token": expo.access_token,
+        "concurrency": expo.concurrency,
+        "rate_limit": expo.rate_limit,
+        "timeout": expo.timeout,
+        "request_attempts": expo.request_attempts,
+        "retry_wait": expo.retry_wait,
     }
     kwargs.update(overrides)
-    return ExpoPusher(settings.expo_api_url, **kwargs)
+    return ExpoPusher(expo.api_url, **kwargs)

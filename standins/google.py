@@ -39,13 +39,11 @@ The stand-in uses only the standard library so that it can run anywhere the test
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import hashlib
 import json
 import re
 import secrets
-import socket
 import threading
 import time
 import urllib.parse
@@ -53,9 +51,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
+
+from standins._server import HttpStandIn, StandInHandler, StandInServer
 
 __all__ = ["GoogleStandIn", "RequestRecord"]
 
@@ -330,41 +328,15 @@ def _merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any
     return result
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _Handler(StandInHandler):
+    """Dispatches one HTTP/1.1 connection; keep-alive so httplib2 can reuse it like Google's.
 
-    def __init__(self, standin: GoogleStandIn) -> None:
-        self.standin = standin
-        self.open_sockets: set[socket.socket] = set()
-        self.sockets_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+    An idle keep-alive connection is dropped after ``timeout`` seconds, so a client that never
+    closes one cannot hold a handler thread for the rest of the test run.
+    """
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Remember each accepted connection so ``stop`` can end idle keep-alive ones."""
-        with self.sockets_lock:
-            self.open_sockets.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        """Forget the connection only once it is really closed (``stop`` waits for that)."""
-        try:
-            super().shutdown_request(request)
-        finally:
-            with self.sockets_lock:
-                self.open_sockets.discard(request)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Dispatches one HTTP/1.1 connection; keep-alive so httplib2 can reuse it like Google's."""
-
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # answer at once on reused connections (no delayed-ACK stall)
-    server: _Server
+    server: StandInServer[GoogleStandIn]
     timeout = 60
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Stay quiet: the record in ``GoogleStandIn.requests`` is the log."""
 
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -401,12 +373,17 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
 
-class GoogleStandIn:
+class GoogleStandIn(HttpStandIn):
     """Google's token endpoint and Calendar v3 events on 127.0.0.1, for driving real clients.
 
     All state is guarded by one lock because ThreadingHTTPServer answers each connection on
-    its own thread and the tests read the state concurrently.
+    its own thread and the tests read the state concurrently. Lifecycle (``start``/``stop``,
+    context manager, ``port``) comes from :class:`~standins._server.HttpStandIn`; ``stop`` also
+    ends idle keep-alive connections, which httplib2 would otherwise keep open.
     """
+
+    handler_class = _Handler
+    thread_name = "google-standin"
 
     def __init__(
         self,
@@ -416,6 +393,7 @@ class GoogleStandIn:
         client_secret: str = "test-client-secret",  # noqa: S107 - a test credential by design
         echo_token_requests: bool = False,
     ) -> None:
+        super().__init__()
         self.latency = latency
         self.client_id = client_id
         self.client_secret = client_secret
@@ -431,77 +409,18 @@ class GoogleStandIn:
         self._calendars: dict[str, dict[str, dict[str, Any]]] = {}
         self._failures: list[_FailureRule] = []
         self._etag_counter = int(time.time() * 1000) * 1000
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> GoogleStandIn:
-        """Bind a free port on 127.0.0.1 and serve on a daemon thread."""
-        if self._server is not None:
-            raise RuntimeError("GoogleStandIn already started")
-        self._server = _Server(self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # stop() waits at most this long for the loop
-            name="google-standin",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close every connection, including idle keep-alive ones.
-
-        Closing the accepted sockets ourselves matters: a keep-alive handler thread waits on
-        its connection until the client goes away, and clients (httplib2) keep them open.
-        """
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        with server.sockets_lock:
-            sockets = list(server.open_sockets)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            with server.sockets_lock:
-                if not server.open_sockets:
-                    break
-            time.sleep(0.01)
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> GoogleStandIn:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("GoogleStandIn not started")
-        return int(self._server.server_address[1])
+    # -- endpoints ---------------------------------------------------------------------------
 
     @property
     def api_url(self) -> str:
         """Base URL to use instead of ``https://www.googleapis.com/`` (ends with ``/``)."""
-        return f"http://127.0.0.1:{self.port}/"
+        return f"{self.base_url}/"
 
     @property
     def token_uri(self) -> str:
         """URL to use instead of ``https://oauth2.googleapis.com/token``."""
-        return f"http://127.0.0.1:{self.port}/token"
+        return f"{self.base_url}/token"
 
     # -- setup and inspection ----------------------------------------------------------------
 

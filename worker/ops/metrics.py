@@ -16,19 +16,18 @@ from typing import TYPE_CHECKING
 from worker import logs
 
 if TYPE_CHECKING:
-    from worker.config import Settings
     from worker.steps.context import PassResult
 
 JOB = "reminder_worker"
 PUSH_TIMEOUT_SECONDS = 5.0
 
 
-def push_pass_metrics(settings: Settings, result: PassResult, trigger: str) -> bool:
-    """Push one pass's metrics on its own registry; returns whether the Pushgateway took them."""
-    url = settings.prometheus_pushgateway_url
+def push_pass_metrics(url: str | None, result: PassResult, trigger: str) -> bool:
+    """Push one pass's metrics to the Pushgateway at ``url`` (PROMETHEUS_PUSHGATEWAY_URL; None: off)
+    on its own registry; returns whether the Pushgateway took them."""
     if not url:
         return False
-    from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
+    from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway  # only with a Pushgateway
 
     registry = CollectorRegistry()
     items = Gauge("reminder_worker_pass_items", "What the last pass did, by kind (the summary line's counts)",

@@ -14,21 +14,18 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from worker import logs
-from worker.config import TRIGGERS, ConfigError, Settings
+from worker.config import TRIGGERS, ConfigError, DatabaseSettings, PassSettings
+from worker.db import Gateway, open_gateway
 from worker.vocabulary import ErrorKind
 
 if TYPE_CHECKING:
-    from worker.db import Gateway
     from worker.steps.context import PassResult
 
 #: Rows each retention delete may take per pass (oldest first): bounded work, quick catch-up.
 PRUNE_LIMIT = 1000
-#: The variables that say where the database is: all a pass with an invalid configuration needs
-#: to record itself.
-DATABASE_VARIABLES = ("DATABASE_URL", "SUPABASE_URL", "EXPO_PUBLIC_SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY")
 
 
-def record_pass(gateway: Gateway, settings: Settings, result: PassResult, clock: datetime, trigger: str, *,
+def record_pass(gateway: Gateway, passes: PassSettings, result: PassResult, clock: datetime, trigger: str, *,
                 patience: float = 10.0) -> None:
     """Record a finished pass (one call, which also prunes); log, never raise, on failure."""
     try:
@@ -37,8 +34,8 @@ def record_pass(gateway: Gateway, settings: Settings, result: PassResult, clock:
             counts=asdict(result.counts), exit_code=result.exit_code,
             error=logs.sanitize(result.error) if result.error else None,
             error_kind=result.error_kind.value if result.error_kind else None, patience=patience,
-            runs_retention_days=settings.worker_runs_retention_days,
-            reminder_retention_days=settings.reminder_retention_days, prune_limit=PRUNE_LIMIT)
+            runs_retention_days=passes.worker_runs_retention_days,
+            reminder_retention_days=passes.reminder_retention_days, prune_limit=PRUNE_LIMIT)
     except Exception as exc:  # the pass is over; its history must not change its outcome
         logs.event("history.record_failed", 30, error=f"{type(exc).__name__}: {exc}")
         return
@@ -49,21 +46,19 @@ def record_pass(gateway: Gateway, settings: Settings, result: PassResult, clock:
 def record_config_failure(env: Mapping[str, str], error: str, trigger: str, now: datetime | None = None) -> bool:
     """Record a pass that exited 2 (invalid configuration), if the database can still be found.
 
-    Only the database variables are read, so an invalid REMINDER_OFFSETS does not stop us from
+    Only the database settings are read, so an invalid REMINDER_OFFSETS does not stop us from
     recording that it was invalid. Nothing is pruned: the retention settings may be what is wrong.
     Returns whether a row was written; never raises.
     """
-    from worker.db import open_gateway
-
     try:
-        settings = Settings.from_env({k: env[k] for k in DATABASE_VARIABLES if k in env})
+        database: DatabaseSettings = DatabaseSettings.from_env(env)
     except ConfigError:
         return False
-    if not settings.database_configured:
+    if not database.configured:
         return False
     clock = now or datetime.now(UTC)
     try:
-        with open_gateway(settings) as gateway:
+        with open_gateway(database) as gateway:
             gateway.record_run(clock, started_at=clock, finished_at=clock,
                                trigger=trigger if trigger in TRIGGERS else "manual", counts={}, exit_code=2,
                                error=logs.sanitize(error), error_kind=ErrorKind.CONFIG.value,

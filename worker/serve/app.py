@@ -13,7 +13,8 @@ Design points, each for a reason:
 * SIGTERM: uvicorn stops listening and drains HTTP requests, but it knows nothing of our pass
   thread, so after uvicorn returns we wait for the pass ourselves (``WORKER_SHUTDOWN_GRACE``).
   A pass cut off anyway loses nothing (leases), but finishing is cheaper than a later takeover.
-* starlette and uvicorn are imported lazily: ``run`` (a CronJob pod every minute) stays light.
+* starlette and uvicorn are imported by this module only, which the CLI imports for ``serve`` only:
+  ``run`` (a CronJob pod every minute) stays light.
 """
 
 from __future__ import annotations
@@ -22,152 +23,26 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import os
 import signal
 import threading
-import uuid
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from worker import logs
 from worker.config import ConfigError, Settings
+from worker.db import open_gateway
+from worker.serve.runner import CalendarFactory, PassRunner
 
-if TYPE_CHECKING:
-    from starlette.applications import Starlette
-
-    from worker.passes import CalendarPort, PassResult
-
-#: How many finished runs ``GET /runs/{id}`` can still answer for (oldest forgotten first).
-REMEMBERED_RUNS = 100
-#: Default seconds a SIGTERM waits for the pass in flight (env ``WORKER_SHUTDOWN_GRACE``).
-DEFAULT_SHUTDOWN_GRACE = 60.0
 #: Readiness must answer well within a probe's timeout (deploy/serve.yaml: 5 s).
 READY_TIMEOUT = 3.0
 #: uvicorn's own drain of open HTTP requests; ours answer in milliseconds.
 HTTP_DRAIN_SECONDS = 5
-
-CalendarFactory = Callable[[Settings], "CalendarPort | None"]
-
-
-@dataclass
-class RunRecord:
-    """What ``GET /runs/{id}`` tells about one pass this process started."""
-
-    run_id: str
-    started_at: datetime
-    status: str = "running"  # running | succeeded | failed
-    exit_code: int | None = None
-    error: str | None = None
-    counts: dict[str, int] | None = None
-    duration: float | None = None
-    trigger: str = "http"
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id, "status": self.status, "exit_code": self.exit_code, "error": self.error,
-            "counts": self.counts, "started_at": self.started_at.isoformat(),
-            "duration": None if self.duration is None else round(self.duration, 3), "trigger": self.trigger,
-        }
-
-
-@dataclass
-class PassRunner:
-    """Starts passes in a background thread, one at a time, and remembers the last few outcomes.
-
-    ``run_pass_fn`` opens its own gateway per pass: a pass is minutes apart from the next, so a
-    connection held open in between would only be one more thing to go stale.
-    """
-
-    settings: Settings
-    calendar_factory: CalendarFactory | None = None
-    remembered: int = REMEMBERED_RUNS
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _runs: OrderedDict[str, RunRecord] = field(default_factory=OrderedDict)
-    _current: RunRecord | None = None
-    _thread: threading.Thread | None = None
-    _accepting: bool = True
-
-    def trigger(self, trigger: str = "http") -> tuple[bool, RunRecord | None]:
-        """Start a pass unless one is running: ``(True, new)``, ``(False, running)`` or ``(False, None)``.
-
-        ``(False, None)`` means the server is shutting down and takes no new work.
-        """
-        with self._lock:
-            if self._current is not None:
-                return False, self._current
-            if not self._accepting:
-                return False, None
-            record = RunRecord(run_id=str(uuid.uuid4()), started_at=datetime.now(UTC), trigger=trigger)
-            self._runs[record.run_id] = record
-            while len(self._runs) > self.remembered:
-                self._runs.popitem(last=False)
-            self._current = record
-            # daemon: the grace period, not the interpreter's exit, decides how long we wait for it.
-            self._thread = threading.Thread(target=self._run, args=(record,),
-                                            name=f"pass-{record.run_id[:8]}", daemon=True)
-            self._thread.start()
-        logs.event("serve.run_started", run_id=record.run_id, trigger=trigger)
-        return True, record
-
-    def get(self, run_id: str) -> RunRecord | None:
-        with self._lock:
-            return self._runs.get(run_id)
-
-    def stop_accepting(self) -> None:
-        with self._lock:
-            self._accepting = False
-
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the pass in flight; True when none is left running."""
-        with self._lock:
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
-        with self._lock:
-            return self._current is None
-
-    @property
-    def running(self) -> RunRecord | None:
-        with self._lock:
-            return self._current
-
-    def _run(self, record: RunRecord) -> None:
-        result: PassResult | None = None
-        error: str | None = None
-        try:
-            result = self._pass(record.trigger)
-        except BaseException as exc:  # the record must settle whatever happens in the thread
-            logs.get().exception("serve.run_crashed", extra={"fields": {"run_id": record.run_id}})
-            error = f"unexpected error: {type(exc).__name__}: {exc}"
-        with self._lock:
-            if result is not None:
-                record.exit_code, record.error = result.exit_code, result.error
-                record.counts = asdict(result.counts)
-                record.duration = result.duration
-            else:
-                record.exit_code, record.error = 1, error
-                record.duration = (datetime.now(UTC) - record.started_at).total_seconds()
-            record.status = "succeeded" if record.exit_code == 0 else "failed"
-            self._current = None
-        logs.event("serve.run_finished", 20 if record.exit_code == 0 else 40, run_id=record.run_id,
-                   status=record.status, exit_code=record.exit_code)
-
-    def _pass(self, trigger: str) -> PassResult:
-        from worker.db import DatabaseUnavailable, open_gateway
-        from worker.passes import PassResult, run_pass
-
-        try:
-            gateway = open_gateway(self.settings)
-        except DatabaseUnavailable as exc:
-            return PassResult(exit_code=1, error=f"database unavailable: {exc}")
-        calendar = self.calendar_factory(self.settings) if self.calendar_factory is not None else None
-        with gateway:
-            return run_pass(self.settings, gateway, calendar=calendar, trigger=trigger)
-
 
 class ReadinessProbe:
     """``gateway.schema_version()`` with a deadline, at most one check in flight.
@@ -184,9 +59,7 @@ class ReadinessProbe:
         self._inflight: asyncio.Future[int] | None = None
 
     def _check(self) -> int:
-        from worker.db import open_gateway
-
-        with open_gateway(self._settings) as gateway:
+        with open_gateway(self._settings.database) as gateway:
             return int(gateway.schema_version(patience=0.0).get("version") or 0)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> asyncio.Future[int]:
@@ -239,14 +112,9 @@ def _bearer_ok(header: str | None, expected: str) -> bool:
 
 def create_app(settings: Settings, runner: PassRunner, readiness: ReadinessProbe | None = None) -> Starlette:
     """The ASGI app: POST /run, GET /runs/{id}, GET /healthz, GET /readyz."""
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route
-
-    if settings.trigger_token is None:
+    if settings.serve.trigger_token is None:
         raise ConfigError("WORKER_TRIGGER_TOKEN", "is not set; serve refuses to start without it")
-    token = str(settings.trigger_token)
+    token = str(settings.serve.trigger_token)
     probe = readiness or ReadinessProbe(settings)
 
     def unauthorized() -> Response:
@@ -292,20 +160,6 @@ def create_app(settings: Settings, runner: PassRunner, readiness: ReadinessProbe
     ])
 
 
-def shutdown_grace(env: dict[str, str] | None = None) -> float:
-    """``WORKER_SHUTDOWN_GRACE``: seconds a SIGTERM waits for the pass in flight."""
-    raw = (os.environ if env is None else env).get("WORKER_SHUTDOWN_GRACE", "").strip()
-    if not raw:
-        return DEFAULT_SHUTDOWN_GRACE
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError("WORKER_SHUTDOWN_GRACE", f"{raw!r} is not a number of seconds") from None
-    if not 0 <= value <= 3600:
-        raise ConfigError("WORKER_SHUTDOWN_GRACE", f"{value:g} is outside 0..3600")
-    return value
-
-
 class _ToOurLog(logging.Handler):
     """uvicorn's own messages (startup, errors) as our JSON lines; its access log stays off."""
 
@@ -334,13 +188,11 @@ def _route_uvicorn_logs() -> None:
 def run_server(settings: Settings, host: str, port: int,
                calendar_factory: CalendarFactory | None = None) -> int:
     """Serve until SIGTERM/SIGINT, then let the pass in flight finish; 0 when it did."""
-    if settings.trigger_token is None:
+    if settings.serve.trigger_token is None:
         raise ConfigError("WORKER_TRIGGER_TOKEN",
                           "is not set; serve refuses to start without the bearer secret POST /run demands")
     settings.require_database()
-    grace = shutdown_grace()
-
-    import uvicorn
+    grace = settings.serve.shutdown_grace
 
     runner = PassRunner(settings, calendar_factory=calendar_factory)
     app = create_app(settings, runner)

@@ -8,7 +8,7 @@ pass will need, once, and reports every problem it finds (not just the first), o
 * Exit 2 for configuration problems (what an operator must fix in the environment), else 1 when
   the database is unreachable or its schema does not match this code, else 0.
 
-Nothing secret is ever printed: settings come from :meth:`Settings.redacted`, the database is shown
+Nothing secret is ever printed: settings come from :meth:`Settings.shown`, the database is shown
 without its password, and every line goes through :func:`worker.logs.scrub` as a last defence.
 """
 
@@ -21,8 +21,13 @@ from datetime import UTC, datetime
 from typing import TextIO
 from urllib.parse import urlsplit
 
+from psycopg.conninfo import conninfo_to_dict
+
 from worker import logs
-from worker.config import Settings
+from worker.config import ConfigError, Settings
+from worker.db import DatabaseError, DatabaseUnavailable, SchemaOutdated, open_gateway
+from worker.db.migrate import audit as audit_migrations
+from worker.db.migrate import latest_version
 from worker.vocabulary import ErrorKind
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -67,17 +72,15 @@ class Report:
 
 def describe_database(settings: Settings) -> str:
     """Where the database is, without the password: ``host=... port=... dbname=... user=...``."""
-    if settings.database_url is not None:
+    if settings.database.url is not None:
         try:
-            from psycopg.conninfo import conninfo_to_dict
-
-            parts = conninfo_to_dict(str(settings.database_url))
+            parts = conninfo_to_dict(str(settings.database.url))
         except Exception:  # unparsable: say so, never echo the string (it may hold a password)
             return "direct Postgres (DATABASE_URL could not be parsed for display)"
         shown = " ".join(f"{k}={parts[k]}" for k in ("host", "port", "dbname", "user") if parts.get(k))
         return f"direct Postgres ({shown or 'libpq defaults'})"
-    if settings.supabase_url is not None:
-        return f"Supabase Data API ({settings.supabase_url})"
+    if settings.database.supabase_url is not None:
+        return f"Supabase Data API ({settings.database.supabase_url})"
     return "none"
 
 
@@ -86,37 +89,36 @@ def check_configuration(settings: Settings, report: Report) -> None:
     report.line("configuration:")
     # Values are scrubbed alone, not as `name: value`: the scrubber's `access_token: ...` rule would
     # turn the "-" of an unset token into "***", claiming a token that is not there.
-    for name, value in settings.redacted().items():
-        shown = "-" if value is None else logs.scrub(str(value))
-        report.line(f"  {name}: {shown}", scrub=False)
+    for name, value in settings.shown().items():
+        report.line(f"  {name}: {value if value == '-' else logs.scrub(value)}", scrub=False)
     report.line(f"database: {describe_database(settings)}")
-    if not settings.database_configured:
+    if not settings.database.configured:
         report.config_problem("DATABASE_URL is not set (nor SUPABASE_URL with SUPABASE_SERVICE_ROLE_KEY): "
                               "a pass has no database")
-    elif settings.database_url is None:
+    elif settings.database.url is None:
         report.warning("only the Data API is configured: `migrate` and this check's migration audit need "
                        "DATABASE_URL")
     _check_google(settings, report)
     _check_expo(settings, report)
-    if settings.trigger_token is None:
+    if settings.serve.trigger_token is None:
         report.warning("WORKER_TRIGGER_TOKEN is not set: `serve` will refuse to start (run and --loop "
                        "do not need it)")
-    elif len(settings.trigger_token) < 16:
+    elif len(settings.serve.trigger_token) < 16:
         report.warning("WORKER_TRIGGER_TOKEN is shorter than 16 characters: use a long random value "
                        "(e.g. `openssl rand -hex 32`)")
 
 
 def _check_google(settings: Settings, report: Report) -> None:
-    if settings.google_oauth_configured:
+    if settings.google.oauth_configured:
         report.ok("Google OAuth client configured: calendar sync is on")
-        client_id = settings.google_client_id or ""
+        client_id = settings.google.client_id or ""
         if not client_id.endswith(".apps.googleusercontent.com"):
             report.warning("GOOGLE_CLIENT_ID does not end in .apps.googleusercontent.com: "
                            "is it an OAuth client id?")
     else:
         report.warning("GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET are not set: calendar sync is off "
                        "(reminders are still planned and sent)")
-    email, key = settings.google_client_email, settings.google_private_key
+    email, key = settings.google.client_email, settings.google.private_key
     if email is None and key is None:
         return
     if email is not None and not _EMAIL_RE.match(email):
@@ -139,6 +141,7 @@ def service_account_key_problem(key: str) -> str | None:
     if "-----BEGIN" not in key or "PRIVATE KEY-----" not in key:
         return ("is not a PEM private key (expected -----BEGIN PRIVATE KEY----- ... "
                 "-----END PRIVATE KEY-----; literal \\n is accepted)")
+    # cryptography only when a service-account key is configured (it is large to import)
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -153,28 +156,23 @@ def service_account_key_problem(key: str) -> str | None:
 
 
 def _check_expo(settings: Settings, report: Report) -> None:
-    parts = urlsplit(settings.expo_api_url)
+    parts = urlsplit(settings.expo.api_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         report.config_problem("EXPO_API_URL must be an http(s) URL like https://exp.host/--/api/v2")
     elif parts.scheme != "https" and parts.hostname not in _LOCAL_HOSTS:
         report.warning("EXPO_API_URL is not https: push tokens and messages would travel in clear text")
     else:
-        report.ok(f"Expo API at {settings.expo_api_url}")
-    if settings.expo_access_token is None:
+        report.ok(f"Expo API at {settings.expo.api_url}")
+    if settings.expo.access_token is None:
         report.warning("EXPO_ACCESS_TOKEN is not set: enhanced push security is off (fine unless the Expo "
                        "project requires it, then every send fails with UNAUTHORIZED)")
 
 
 def check_database(settings: Settings, report: Report) -> None:
     """Reach the database, compare its schema with ``sql/``, and read what the last passes met."""
-    from worker.config import ConfigError
-    from worker.db import DatabaseError, DatabaseUnavailable, SchemaOutdated, open_gateway
-    from worker.db.migrate import audit as audit_migrations
-    from worker.db.migrate import latest_version
-
     latest = latest_version()
     try:
-        with open_gateway(settings) as gateway:
+        with open_gateway(settings.database) as gateway:
             version = int(gateway.schema_version(patience=5.0).get("version") or 0)
             status = gateway.status(datetime.now(UTC), patience=5.0)
             audit = gateway.audit(patience=5.0)
@@ -201,10 +199,10 @@ def check_database(settings: Settings, report: Report) -> None:
         report.ok(f"database reachable, schema version {version} (latest)")
     check_recent_passes(status, report)
     check_audit(audit, report)
-    if settings.database_url is None:
+    if settings.database.url is None:
         return
     try:
-        problems = audit_migrations(str(settings.database_url))
+        problems = audit_migrations(str(settings.database.url))
     except Exception as exc:  # the audit is extra: its failure is worth a line, not a crash
         report.warning(f"could not compare the database's schema with sql/: {type(exc).__name__}")
         return
@@ -265,7 +263,7 @@ def run_check(settings: Settings, out: TextIO | None = None) -> int:
     """Check everything, print one line per finding, return the exit code (0, 1 or 2)."""
     report = Report(out=out or sys.stdout)
     check_configuration(settings, report)
-    if settings.database_configured:
+    if settings.database.configured:
         check_database(settings, report)
     counts = f"{len(report.config_problems) + len(report.runtime_problems)} problem(s), " \
              f"{len(report.warnings)} warning(s)"

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
+from worker.db import DatabaseError, DatabaseUnavailable, open_gateway
 from worker.vocabulary import ErrorKind
 
 if TYPE_CHECKING:
@@ -28,13 +29,11 @@ STATUS_PATIENCE = 3.0
 
 def run_status(settings: Settings, as_json: bool, *, now: datetime | None = None, out: TextIO | None = None) -> int:
     """Print the status view (a table, or JSON); returns the exit code."""
-    from worker.db import DatabaseError, DatabaseUnavailable, open_gateway
-
     settings.require_database()
     stream = out or sys.stdout
     clock = now or datetime.now(UTC)
     try:
-        with open_gateway(settings) as gateway:
+        with open_gateway(settings.database) as gateway:
             doc = gateway.status(clock, patience=STATUS_PATIENCE)
     except (DatabaseUnavailable, DatabaseError) as exc:
         print(f"status: cannot read the database: {exc}", file=sys.stderr)

@@ -30,7 +30,7 @@ Request-level failures are scripted with :meth:`ExpoStandIn.fail_next` /
 
 Run standalone (the benchmark does, so the server has its own GIL)::
 
-    python -m worker.standins.expo --port 0 --latency-ms 50
+    python -m standins.expo --port 0 --latency-ms 50
 """
 
 from __future__ import annotations
@@ -41,17 +41,16 @@ import gzip
 import json
 import re
 import signal
-import socket
-import sys
 import threading
 import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any, Final
+
+from standins._server import HttpStandIn, StandInHandler, StandInServer
 
 __all__ = [
     "API_PATH",
@@ -229,51 +228,14 @@ def _has_receipt_marker(token: str) -> bool:
     return _RECEIPT_MISSING in token or any(marker in token for marker, _, _ in _RECEIPT_OUTCOMES)
 
 
-class _Server(ThreadingHTTPServer):
-    """ThreadingHTTPServer that knows its stand-in and its open keep-alive connections.
+class _Handler(StandInHandler):
+    """Parses one HTTP/1.1 request at a time on a keep-alive connection and delegates to the stand-in.
 
-    Tracking connections lets :meth:`ExpoStandIn.stop` shut idle keep-alive sockets down, so their
-    handler threads end and close them (no thread parked forever, no ResourceWarning).
+    Headers and body go out in one write (:meth:`_respond`); the base turns Nagle off as well.
     """
 
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, standin: ExpoStandIn) -> None:
-        self.standin = standin
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        super().__init__((standin.host, standin.requested_port), _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Stay quiet about clients that hang up; anything else is a bug worth a traceback."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError | TimeoutError):
-            return
-        super().handle_error(request, client_address)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Parses one HTTP/1.1 request at a time on a keep-alive connection and delegates to the stand-in."""
-
-    protocol_version = "HTTP/1.1"
     server_version = "ExpoStandIn/1.0"
-    disable_nagle_algorithm = True  # headers+body go in one write, but never wait on delayed ACKs
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.discard(self.connection)
-        super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """No per-request logging: it would dominate the benchmark and clutter test output."""
+    server: StandInServer[ExpoStandIn]
 
     def do_POST(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -358,21 +320,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(head + payload)
 
 
-class ExpoStandIn:
+class ExpoStandIn(HttpStandIn):
     """Expo push API stand-in on 127.0.0.1, served from daemon threads.
 
     State (``messages``, ``requests``, ``receipt_requests``) is appended under a short lock and may be
     read by tests at any time; take a ``list(...)`` copy if you iterate while requests are in flight.
     ``message_times[i]`` is the ``time.monotonic()`` arrival of the request that carried
     ``messages[i]`` (for rate checks: :meth:`messages_per_second`, :meth:`max_messages_in_any_window`).
+    Lifecycle (``start``/``stop``, context manager, ``port``, ``base_url``) comes from
+    :class:`~standins._server.HttpStandIn`; ``base_url`` is what exponent-server-sdk's
+    ``PushClient(host=...)`` wants.
     """
 
-    host: Final = "127.0.0.1"
+    handler_class = _Handler
+    thread_name = "expo-standin"
 
     def __init__(self, *, latency: float = 0.0, access_token: str | None = None, port: int = 0) -> None:
+        super().__init__(port=port)
         self.latency = latency
         self.access_token = access_token
-        self.requested_port = port
         self.messages: list[dict[str, Any]] = []
         self.message_times: list[float] = []
         self.requests: list[RequestRecord] = []
@@ -382,67 +348,6 @@ class ExpoStandIn:
         self._send_failures: list[_ScriptedFailure] = []
         self._receipt_failures: list[_ScriptedFailure] = []
         self._first_request_at: float | None = None
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> ExpoStandIn:
-        """Bind 127.0.0.1 (a free port unless one was given) and serve in a daemon thread."""
-        if self._server is not None:
-            raise RuntimeError("ExpoStandIn is already running")
-        server = _Server(self)
-        thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="expo-standin", daemon=True
-        )
-        self._server, self._thread = server, thread
-        thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop accepting, hang up keep-alive connections, and release the listening socket."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._server = self._thread = None
-        server.shutdown()
-        if thread is not None:
-            thread.join(timeout=5)
-        with server.connections_lock:
-            conns = list(server.connections)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-        # Give handler threads a moment to notice EOF and close their sockets themselves.
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline:
-            with server.connections_lock:
-                if not server.connections:
-                    break
-            time.sleep(0.005)
-        server.server_close()
-
-    def __enter__(self) -> ExpoStandIn:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("ExpoStandIn is not running")
-        return int(self._server.server_address[1])
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT`` - what exponent-server-sdk's ``PushClient(host=...)`` wants."""
-        return f"http://{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -819,7 +724,7 @@ def _validate_ids(body: Any) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     """CLI: print the URL on one line, then serve until SIGTERM/SIGINT."""
     parser = argparse.ArgumentParser(
-        prog="python -m worker.standins.expo", description="Local stand-in of Expo's push API."
+        prog="python -m standins.expo", description="Local stand-in of Expo's push API."
     )
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="sleep per request, milliseconds")
