@@ -74,6 +74,7 @@ def tell_story(
         sent = expo.messages[before:]
         if sent:
             by_token = {f.token: f.name for f in families.values()}
+            by_token.update({f.second_token: f"{f.name} (2nd phone)" for f in families.values() if f.second_token})
             table(out, ["sent to", "title", "body"], [(by_token.get(m["to"], "?"), m["title"], m["body"])
                                                       for m in sent])
         settled = conn.execute(
@@ -98,12 +99,21 @@ def tell_story(
                              entry.get("status"), entry.get("id")))
     out.write("   Google Calendar entries (families who connected Google):\n")
     table(out, ["family", "summary", "start", "status", "id"], rows)
-    out.write("   planned reminders:\n")
+    end = now + timedelta(days=2)  # the story's two days; the weekly practice is planned further
+    out.write("   planned reminders (the next two days):\n")
     table(out, ["family", "event", "notify at (UTC)", "status"], [
         (families[str(u)].name, title, at.strftime("%a %H:%M"), status)
         for u, title, at, status in conn.execute(
             "SELECT r.user_id, e.title, r.notify_at_ts, r.status FROM reminders r JOIN events e ON e.id = r.event_id "
-            "ORDER BY r.notify_at_ts, e.title")])
+            "WHERE r.notify_at_ts < %s ORDER BY r.notify_at_ts, e.title", (end,))])
+    ny = ZoneInfo("America/New_York")
+    swim = ", ".join(at.astimezone(ny).strftime("%a %H:%M") for (at,) in conn.execute(
+        "SELECT notify_at_ts FROM reminders WHERE event_id = %s ORDER BY 1", (story.events["early swim"],)))
+    out.write(f"   Early swim reminders, New York time: {swim}\n")
+    out.write("   Preferences at work: the Garcias' quiet hours (21:00-07:00 New York) move the Early swim's\n"
+              "   3 h and 30 min reminders (03:45 and 06:15) to 20:59 the evening before, as one reminder; the\n"
+              "   24 h one fell before the story began. Jonas Schmidt is muted: his Judo reminders are\n"
+              "   cancelled as they come due. The Schmidts' reminders go to both of their phones.\n\n")
 
     t = now + timedelta(minutes=5)
     conn.execute("UPDATE events SET start_ts = start_ts + interval '1 hour', end_ts = end_ts + interval '1 hour' "
@@ -113,7 +123,8 @@ def tell_story(
     step(t, "edits: the moved event is re-planned, the cancelled one's reminders are cancelled")
 
     times = [r[0] for r in conn.execute(
-        "SELECT DISTINCT notify_at_ts FROM reminders WHERE status = 'pending' ORDER BY 1")]
+        "SELECT DISTINCT notify_at_ts FROM reminders WHERE status = 'pending' AND notify_at_ts < %s ORDER BY 1",
+        (end,))]
     for at in times:
         step(at + timedelta(minutes=1), "reminders due")
 
@@ -122,7 +133,18 @@ def tell_story(
         (families[str(u)].name, title, at.strftime("%a %H:%M"), status, err or "")
         for u, title, at, status, err in conn.execute(
             "SELECT r.user_id, e.title, r.notify_at_ts, r.status, r.error_message FROM reminders r "
-            "JOIN events e ON e.id = r.event_id ORDER BY r.notify_at_ts, e.title")])
+            "JOIN events e ON e.id = r.event_id WHERE r.notify_at_ts < %s ORDER BY r.notify_at_ts, e.title",
+            (end,))])
+    rule, until = conn.execute("SELECT recurrence, planned_until FROM events WHERE id = %s",
+                               (story.events["practice"],)).fetchone() or ("", None)
+    berlin = ZoneInfo("Europe/Berlin")
+    out.write(f"   the Schmidts' weekly practice ({rule}): reminders planned up to "
+              f"{until:%a %d %b} (RECURRENCE_HORIZON_DAYS), every occurrence at 17:00 Berlin time:\n")
+    table(out, ["occurrence (Berlin)", "reminders", "status"], [
+        (occurs.astimezone(berlin).strftime("%a %d %b %H:%M"), count, statuses)
+        for occurs, count, statuses in conn.execute(
+            "SELECT occurs_at, count(*), string_agg(DISTINCT status, ', ') FROM reminders WHERE event_id = %s "
+            "GROUP BY occurs_at ORDER BY occurs_at", (story.events["practice"],))])
     row = conn.execute("SELECT count(*) FROM profiles WHERE expo_push_token IS NULL").fetchone()
     cleared = row[0] if row is not None else 0
     out.write(f"   push tokens cleared after Expo said DeviceNotRegistered: {cleared}\n\n")

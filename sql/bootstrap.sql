@@ -118,5 +118,6 @@ CREATE TABLE IF NOT EXISTS worker.table_origin (
 );
 INSERT INTO worker.table_origin (table_name, adopted)
 SELECT t, to_regclass(t) IS NOT NULL
-FROM unnest(ARRAY['public.profiles', 'public.children', 'public.events', 'public.reminders']) AS t
+FROM unnest(ARRAY['public.profiles', 'public.children', 'public.events', 'public.reminders',
+                  'public.notification_preferences', 'public.push_tokens']) AS t
 ON CONFLICT (table_name) DO NOTHING;

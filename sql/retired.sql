@@ -5,3 +5,6 @@
 -- events claim (worker_claim_events), which also sees tokens in user metadata.
 DROP TRIGGER IF EXISTS profiles_on_change ON public.profiles;
 DROP FUNCTION IF EXISTS worker.profiles_on_change();
+
+-- The claims and their writes took new parameters (recurring events' horizon; several devices).
+DROP FUNCTION IF EXISTS public.worker_claim_events(timestamptz, uuid, integer, integer);

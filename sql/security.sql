@@ -16,6 +16,8 @@ ALTER TABLE public.children ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.reminders ENABLE ROW LEVEL SECURITY;
 ALTER TABLE public.worker_runs ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.notification_preferences ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.push_tokens ENABLE ROW LEVEL SECURITY;
 
 DROP POLICY IF EXISTS profiles_own ON public.profiles;
 CREATE POLICY profiles_own ON public.profiles FOR ALL TO authenticated
@@ -38,6 +40,14 @@ CREATE POLICY events_own ON public.events FOR ALL TO authenticated
 DROP POLICY IF EXISTS reminders_own ON public.reminders;
 CREATE POLICY reminders_own ON public.reminders FOR SELECT TO authenticated
     USING (user_id = (SELECT auth.uid()));
+
+DROP POLICY IF EXISTS notification_preferences_own ON public.notification_preferences;
+CREATE POLICY notification_preferences_own ON public.notification_preferences FOR ALL TO authenticated
+    USING (user_id = (SELECT auth.uid())) WITH CHECK (user_id = (SELECT auth.uid()));
+
+DROP POLICY IF EXISTS push_tokens_own ON public.push_tokens;
+CREATE POLICY push_tokens_own ON public.push_tokens FOR ALL TO authenticated
+    USING (user_id = (SELECT auth.uid())) WITH CHECK (user_id = (SELECT auth.uid()));
 
 DO $$
 DECLARE
@@ -73,6 +83,18 @@ BEGIN
               UPDATE (child_id, title, start_ts, end_ts, location, prep_items, status),
               DELETE
             ON public.events TO authenticated, service_role;
+    END IF;
+
+    -- preferences and devices: each parent reads and writes their own (policies above).
+    IF NOT 'public.notification_preferences' = ANY (v_adopted) THEN
+        REVOKE ALL ON public.notification_preferences FROM PUBLIC, anon, authenticated, service_role;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON public.notification_preferences TO authenticated, service_role;
+    END IF;
+    IF 'public.push_tokens' = ANY (v_adopted) THEN
+        PERFORM worker.hide_columns('public.push_tokens', ARRAY['token'], ARRAY['PUBLIC', 'anon']);
+    ELSE
+        REVOKE ALL ON public.push_tokens FROM PUBLIC, anon, authenticated, service_role;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON public.push_tokens TO authenticated, service_role;
     END IF;
 
     -- reminders: the worker's table; parents read their own.

@@ -13,3 +13,7 @@ CREATE TRIGGER events_on_edit BEFORE UPDATE ON public.events
 DROP TRIGGER IF EXISTS profiles_check_timezone ON public.profiles;
 CREATE TRIGGER profiles_check_timezone BEFORE INSERT OR UPDATE OF timezone ON public.profiles
     FOR EACH ROW EXECUTE FUNCTION worker.profiles_check_timezone();
+
+DROP TRIGGER IF EXISTS preferences_on_change ON public.notification_preferences;
+CREATE TRIGGER preferences_on_change AFTER INSERT OR UPDATE OR DELETE ON public.notification_preferences
+    FOR EACH ROW EXECUTE FUNCTION worker.preferences_on_change();

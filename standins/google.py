@@ -301,6 +301,27 @@ def _event_time(value: Any, name: str) -> datetime | None:
     return parsed
 
 
+_RECURRENCE_LINE = re.compile(r"^(RRULE|EXRULE|RDATE|EXDATE)[:;]")
+
+
+def _validate_recurrence(body: dict[str, Any]) -> None:
+    """Google's checks of ``recurrence``: a list of RFC 5545 RRULE/EXRULE/RDATE/EXDATE lines (no
+    DTSTART), a FREQ in every rule, and a recurring timed event must name its ``timeZone``."""
+    lines = body.get("recurrence")
+    if lines is None:
+        return
+    if not isinstance(lines, list) or not all(isinstance(line, str) and _RECURRENCE_LINE.match(line)
+                                               for line in lines):
+        raise _ApiError(400, "invalid", "Invalid recurrence rule.")
+    for line in lines:
+        if line.startswith(("RRULE", "EXRULE")) and "FREQ=" not in line.upper():
+            raise _ApiError(400, "invalid", "Invalid recurrence rule.")
+    for name in ("start", "end"):
+        value = body.get(name)
+        if isinstance(value, dict) and value.get("dateTime") and not value.get("timeZone"):
+            raise _ApiError(400, "required", f"Missing time zone definition for {name} time.")
+
+
 def _validate_event(body: dict[str, Any]) -> None:
     """Checks Google applies to a full event body (insert, update, merged patch)."""
     start = _event_time(body.get("start"), "start")
@@ -310,6 +331,7 @@ def _validate_event(body: dict[str, Any]) -> None:
     if body.get("status") not in (None, "confirmed", "tentative", "cancelled"):
         raise _ApiError(400, "invalid", f"Invalid value for: status: {body.get('status')}")
     _validate_reminders(body.get("reminders"))
+    _validate_recurrence(body)
     ext = body.get("extendedProperties")
     if ext is not None and not isinstance(ext, dict):
         raise _ApiError(400, "invalid", "Invalid value for: extendedProperties")

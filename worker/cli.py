@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
     secure.add_argument("--dry-run", action="store_true", help="only say how many would move")
     status = sub.add_parser("status", help="what an on-call person wants to see")
     status.add_argument("--json", action="store_true")
+    from worker.ops.privacy import parse_user_id  # (export-user, forget-user: a light module)
+
+    export = sub.add_parser("export-user", help="print everything the worker holds about one parent, as JSON")
+    export.add_argument("user_id", metavar="UUID", type=parse_user_id, help="the parent's auth.users id")
+    forget = sub.add_parser("forget-user", help="delete the worker's calendar entries and data of one parent")
+    forget.add_argument("user_id", metavar="UUID", type=parse_user_id, help="the parent's auth.users id")
+    forget.add_argument("--yes", action="store_true", help="do it (without: a dry run that changes nothing)")
     return p
 
 
@@ -131,6 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from worker.ops.status import run_status  # (as above)
 
             return run_status(settings, as_json=args.json)
+        if command == "export-user":
+            from worker.ops.privacy import run_export  # (as above)
+
+            return run_export(settings, args.user_id)
+        if command == "forget-user":
+            from worker.ops.privacy import calendar_for, run_forget  # (as above)
+
+            return run_forget(settings, args.user_id, yes=args.yes, calendar_factory=calendar_for)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         if command == "run":

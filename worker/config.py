@@ -306,6 +306,9 @@ class PassSettings(_Component):
         lambda v: parse_offsets(v) if isinstance(v, str) else v)] = _env(
         "REMINDER_OFFSETS", default=DEFAULT_OFFSETS,
         doc="reminder lead times before `start_ts` (`d`, `h`, `m`, `s`); a day is a calendar day")
+    recurrence_horizon_days: int = _env("RECURRENCE_HORIZON_DAYS", default=14, ge=1, le=366,
+                                        doc="how far ahead reminders of recurring events are planned (every pass "
+                                            "extends it)")
     batch_size: int = _env("WORKER_BATCH_SIZE", default=1000, ge=1, le=1000, doc="rows per claim")
     lease_seconds: int = _env("WORKER_LEASE_SECONDS", default=300, ge=10, le=86400,
                               doc="how long a claim is held before another pass may take it over")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time, timedelta
 from typing import Any, TypeVar
 
 from worker.logs import sanitize
@@ -71,6 +71,26 @@ def text_list(doc: Mapping[str, Any], column: str) -> tuple[str, ...] | None:
     return tuple(v for v in value if v is not None)
 
 
+def clock_time(doc: Mapping[str, Any], column: str) -> time | None:
+    """A ``time`` column (``HH:MM[:SS]``)."""
+    value = doc.get(column)
+    if value is None:
+        return None
+    try:
+        return time.fromisoformat(str(value))
+    except ValueError:
+        raise RowProblem(f"{column} {_show(value)} is not a time of day") from None
+
+
+def seconds_list(doc: Mapping[str, Any], column: str) -> tuple[timedelta, ...] | None:
+    value = doc.get(column)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, int) and v > 0 for v in value):
+        raise RowProblem(f"{column} {_show(value)} is not a list of positive seconds")
+    return tuple(timedelta(seconds=v) for v in value) or None
+
+
 def integer(doc: Mapping[str, Any], column: str, default: int = 0) -> int:
     value = doc.get(column)
     if value is None:
@@ -82,13 +102,15 @@ def integer(doc: Mapping[str, Any], column: str, default: int = 0) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Undecodable:
-    """A claimed row the worker cannot use, set aside with the reason. ``version`` and
-    ``google_calendar_id`` are kept where the row had them (an event's result must carry them)."""
+    """A claimed row the worker cannot use, set aside with the reason. ``version``,
+    ``google_calendar_id`` and ``token`` are kept where the row had them (an event's result, or a
+    device ticket's, must carry them)."""
 
     id: str
     reason: str
     version: int = 0
     google_calendar_id: str | None = None
+    token: str | None = None
 
 
 def decode_each(docs: Any, decode: Callable[[Mapping[str, Any]], T]) -> list[T | Undecodable]:
@@ -102,9 +124,10 @@ def decode_each(docs: Any, decode: Callable[[Mapping[str, Any]], T]) -> list[T |
             out.append(decode(doc))
         except (RowProblem, KeyError, TypeError, ValueError, OverflowError) as exc:
             reason = str(exc) if isinstance(exc, RowProblem) else f"{type(exc).__name__}: {exc}"
-            version, calendar_id = doc.get("version"), doc.get("google_calendar_id")
+            version, calendar_id, token = doc.get("version"), doc.get("google_calendar_id"), doc.get("token")
             out.append(Undecodable(doc["id"], sanitize(reason), version if isinstance(version, int) else 0,
-                                   calendar_id if isinstance(calendar_id, str) else None))
+                                   calendar_id if isinstance(calendar_id, str) else None,
+                                   token if isinstance(token, str) else None))
     return out
 
 
@@ -131,6 +154,14 @@ class EventRow:
     timezone: str | None
     google_refresh_token: str | None
     owner_calendar_id: str | None = None  # a calendar shared with the service account
+    needs_sync: bool = True  # False: a recurring event claimed only to plan further ahead
+    recurrence: str | None = None  # an RFC 5545 RRULE (None: a one-off event)
+    planned_until: datetime | None = None
+    child_id: str | None = None
+    # The parent's notification preferences (public.notification_preferences; None: the defaults).
+    calendar_sync_enabled: bool = True
+    offsets: tuple[timedelta, ...] | None = None
+    quiet_hours: tuple[time, time] | None = None
 
     def __repr__(self) -> str:  # the refresh token stays out of reprs and tracebacks
         return f"EventRow(id={self.id!r}, version={self.version}, status={self.status!r})"
@@ -146,13 +177,42 @@ class EventRow:
             google_calendar_id=text(d, "google_calendar_id"), attempts=integer(d, "attempts"),
             child_name=text(d, "child_name"), has_profile=bool(d.get("has_profile")),
             timezone=text(d, "timezone"), google_refresh_token=text(d, "google_refresh_token"),
-            owner_calendar_id=text(d, "owner_calendar_id"),
+            owner_calendar_id=text(d, "owner_calendar_id"), needs_sync=d.get("needs_sync") is not False,
+            recurrence=text(d, "recurrence"), planned_until=instant(d, "planned_until", required=False),
+            child_id=text(d, "child_id"), calendar_sync_enabled=d.get("calendar_sync_enabled") is not False,
+            offsets=seconds_list(d, "offsets_seconds"), quiet_hours=_quiet_hours(d),
         )
 
 
 @dataclass(frozen=True, slots=True)
+class Device:
+    """One of a parent's push tokens, and where it is kept (profile, metadata or device), so that a
+    token Expo says is gone is cleared there."""
+
+    token: str
+    source: str
+
+    def __repr__(self) -> str:  # the token stays out of reprs and tracebacks
+        return f"Device(source={self.source!r})"
+
+
+def devices(doc: Mapping[str, Any], column: str) -> tuple[Device, ...]:
+    value = doc.get(column) or []
+    if not isinstance(value, list) or not all(
+            isinstance(d, dict) and isinstance(d.get("token"), str) and isinstance(d.get("source"), str)
+            for d in value):
+        raise RowProblem(f"{column} is not a list of devices")
+    return tuple(Device(d["token"], d["source"]) for d in value)
+
+
+def _quiet_hours(d: Mapping[str, Any]) -> tuple[time, time] | None:
+    start, end = clock_time(d, "quiet_hours_start"), clock_time(d, "quiet_hours_end")
+    return (start, end) if start is not None and end is not None and start != end else None
+
+
+@dataclass(frozen=True, slots=True)
 class ReminderRow:
-    """A claimed reminder with its event, child and the owner's current push token."""
+    """A claimed reminder with its event (the occurrence it is for), child and the owner's devices."""
 
     id: str
     event_id: str
@@ -165,7 +225,7 @@ class ReminderRow:
     prep_items: tuple[str, ...] | None
     child_name: str | None
     has_profile: bool
-    push_token: str | None  # the owner's current token (profile, else user metadata)
+    devices: tuple[Device, ...]  # every token of the owner (profile or metadata, and public.push_tokens)
     timezone: str | None
     planned_by_worker: bool = True
     stored_message: str | None = None  # a row the app wrote before the worker: its own text
@@ -186,7 +246,7 @@ class ReminderRow:
             retry_count=integer(d, "retry_count"), title=text(d, "title") or "", start_ts=start,
             location=text(d, "location"), prep_items=text_list(d, "prep_items"),
             child_name=text(d, "child_name"), has_profile=bool(d.get("has_profile")),
-            push_token=text(d, "push_token"), timezone=text(d, "timezone"),
+            devices=devices(d, "devices"), timezone=text(d, "timezone"),
             planned_by_worker=d.get("planned_by_worker") is not False, stored_message=text(d, "stored_message"),
             row_push_token=text(d, "row_push_token"),
         )
@@ -196,21 +256,25 @@ class ReminderRow:
 class ReceiptRow:
     """A sent reminder whose Expo receipt is due, claimed for checking."""
 
-    id: str
+    id: str  # the reminder
+    token: str  # the device the ticket is for
     ticket_id: str
     sent_at_ts: datetime
     receipt_checks: int
     retry_count: int
+
+    def __repr__(self) -> str:
+        return f"ReceiptRow(id={self.id!r}, ticket_id={self.ticket_id!r})"
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ReceiptRow:
         sent = instant(d, "sent_at_ts")
         ticket = text(d, "ticket_id")
         if not ticket:
-            raise RowProblem("expo_ticket_id is empty")
+            raise RowProblem("the ticket id is empty")
         assert sent is not None
-        return cls(id=d["id"], ticket_id=ticket, sent_at_ts=sent, receipt_checks=integer(d, "receipt_checks"),
-                   retry_count=integer(d, "retry_count"))
+        return cls(id=d["id"], token=text(d, "token") or "", ticket_id=ticket, sent_at_ts=sent,
+                   receipt_checks=integer(d, "receipt_checks"), retry_count=integer(d, "retry_count"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +311,7 @@ def _clean(value: str | None) -> str | None:
 class PlannedReminder:
     notify_at_ts: datetime
     message: str  # a preview; the text sent is rendered at send time
+    occurs_at: datetime | None = None  # the occurrence of a recurring event it is for
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,14 +326,15 @@ class EventResult:
     error_kind: ErrorKind | None = None
     next_attempt_at: datetime | None = None
     reminders: tuple[PlannedReminder, ...] = ()
+    planned_until: datetime | None = None  # a recurring event: how far ahead its reminders are planned
 
     def wire(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, "outcome": self.outcome.value,
                 "google_calendar_id": self.google_calendar_id, "error": _clean(self.error),
                 "error_kind": self.error_kind.value if self.error_kind else None,
-                "next_attempt_at": _iso(self.next_attempt_at),
-                "reminders": [{"notify_at_ts": r.notify_at_ts.isoformat(), "message": sanitize(r.message)}
-                              for r in self.reminders]}
+                "next_attempt_at": _iso(self.next_attempt_at), "planned_until": _iso(self.planned_until),
+                "reminders": [{"notify_at_ts": r.notify_at_ts.isoformat(), "occurs_at": _iso(r.occurs_at),
+                               "message": sanitize(r.message)} for r in self.reminders]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,39 +345,40 @@ class PushResult:
     outcome: PushOutcome
     error: str | None = None
     error_kind: ErrorKind | None = None
-    ticket_id: str | None = None
     next_attempt_at: datetime | None = None
     message: str | None = None  # the text sent (title and body), stored in reminders.message
-    push_token: str | None = None  # the token it was sent to
-    clear_token: bool = False
+    push_token: str | None = None  # the first device it was sent to (reminders.push_token)
+    tickets: tuple[tuple[str, str], ...] = ()  # (device token, Expo ticket id) of each device that took it
+    dead_tokens: tuple[str, ...] = ()  # devices Expo says are gone (DeviceNotRegistered)
 
     def __repr__(self) -> str:
         return f"PushResult(id={self.id!r}, outcome={self.outcome.value!r}, error_kind={self.error_kind})"
 
     def wire(self) -> dict[str, Any]:
         return {"id": self.id, "outcome": self.outcome.value, "error": _clean(self.error),
-                "error_kind": self.error_kind.value if self.error_kind else None, "ticket_id": self.ticket_id,
+                "error_kind": self.error_kind.value if self.error_kind else None,
                 "next_attempt_at": _iso(self.next_attempt_at), "message": _clean(self.message),
-                "push_token": self.push_token, "clear_token": self.clear_token}
+                "push_token": self.push_token,
+                "tickets": [{"token": token, "ticket_id": ticket} for token, ticket in self.tickets],
+                "dead_tokens": list(self.dead_tokens)}
 
 
 @dataclass(frozen=True, slots=True)
 class ReceiptResult:
     """What a receipt said about one sent reminder (``worker_record_receipts``)."""
 
-    id: str
+    id: str  # the reminder
+    token: str  # the device
     outcome: ReceiptOutcome
     error: str | None = None
-    error_kind: ErrorKind | None = None
+    error_kind: ErrorKind | None = None  # device_not_registered: the device is forgotten
     next_attempt_at: datetime | None = None
     next_check_at: datetime | None = None
-    clear_token: bool = False
 
     def wire(self) -> dict[str, Any]:
-        return {"id": self.id, "outcome": self.outcome.value, "error": _clean(self.error),
+        return {"id": self.id, "token": self.token, "outcome": self.outcome.value, "error": _clean(self.error),
                 "error_kind": self.error_kind.value if self.error_kind else None,
-                "next_attempt_at": _iso(self.next_attempt_at), "next_check_at": _iso(self.next_check_at),
-                "clear_token": self.clear_token}
+                "next_attempt_at": _iso(self.next_attempt_at), "next_check_at": _iso(self.next_check_at)}
 
 
 def wire_all(records: Sequence[EventResult | PushResult | ReceiptResult]) -> list[dict[str, Any]]:

@@ -80,7 +80,9 @@ class ErrorKind(StrEnum):
     EXPO_RATE_EXCEEDED = "expo_rate_exceeded"  # MessageRateExceeded: too many to this device
     RECEIPT_UNKNOWN = "receipt_unknown"
     # Settled without sending.
-    SUPERSEDED = "superseded"  # a later reminder of the same event was due as well
+    PUSH_DISABLED = "push_disabled"  # the parent turned push reminders off (notification_preferences)
+    CHILD_MUTED = "child_muted"  # the parent muted the event's child
+    SUPERSEDED = "superseded"  # a later reminder of the same occurrence was due as well
     EVENT_STARTED = "event_started"
     EVENT_CANCELLED = "event_cancelled"
     # A whole pass (worker_runs.error_kind).

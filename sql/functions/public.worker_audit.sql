@@ -22,11 +22,13 @@ DECLARE
         'profiles.google_calendar_id', 'children.name', 'events.version', 'events.synced_version',
         'events.attempts', 'events.next_attempt_at', 'events.claim_id', 'events.lease_expires_at',
         'events.error_kind', 'reminders.claim_id', 'reminders.lease_expires_at', 'reminders.error_kind',
-        'reminders.expo_ticket_id', 'reminders.receipt_status', 'reminders.planned_by_worker'];
+        'reminders.expo_ticket_id', 'reminders.receipt_status', 'reminders.planned_by_worker',
+        'events.recurrence', 'events.planned_until', 'reminders.occurs_at'];
     v_needed_functions text[] := ARRAY[
         'worker_claim_events', 'worker_complete_events', 'worker_claim_reminders', 'worker_record_push_outcomes',
         'worker_claim_receipts', 'worker_record_receipts', 'worker_record_run', 'worker_status',
-        'worker_schema_version', 'worker_secure_tokens', 'worker_audit'];
+        'worker_schema_version', 'worker_secure_tokens', 'worker_audit', 'worker_pending_events',
+        'worker_export_user', 'worker_forget_user', 'worker_forget_user_calendar'];
     v_missing jsonb;
     v_readable jsonb;
 BEGIN

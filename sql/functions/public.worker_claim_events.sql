@@ -1,5 +1,8 @@
 -- Claim events with calendar or reminder work to do: pending (new or edited) and due for another
 -- try, or cancelled and not yet cleaned up. Soonest events first: their reminders matter most.
+-- Then recurring events whose reminders are planned less than half of p_horizon_seconds ahead
+-- (RECURRENCE_HORIZON_DAYS): every pass extends the horizon; needs_sync says whether Google must
+-- be told anything (false: only more reminders to plan).
 --
 -- First, events that waited for something only their parent could fix are given back:
 --   * failed with google_revoked, once the parent's refresh token (wherever the app writes it,
@@ -14,7 +17,7 @@
 -- are passed as the database holds them (a year-10000 start included: the worker sets such a row
 -- aside by itself).
 CREATE OR REPLACE FUNCTION public.worker_claim_events(
-    p_now timestamptz, p_claim uuid, p_limit integer, p_lease_seconds integer
+    p_now timestamptz, p_claim uuid, p_limit integer, p_lease_seconds integer, p_horizon_seconds integer
 ) RETURNS jsonb
     LANGUAGE plpgsql VOLATILE SECURITY DEFINER
     SET search_path = ''
@@ -54,12 +57,22 @@ BEGIN
         ORDER BY e.start_ts
         LIMIT greatest(p_limit - (SELECT count(*) FROM held), 0)
         FOR UPDATE SKIP LOCKED
+    ), extended AS (
+        SELECT e.id
+        FROM public.events e
+        WHERE e.recurrence IS NOT NULL AND e.status = 'synced'
+          AND (e.planned_until IS NULL
+               OR e.planned_until < p_now + make_interval(secs => p_horizon_seconds / 2))
+          AND (e.lease_expires_at IS NULL OR e.lease_expires_at <= p_now)
+        ORDER BY e.planned_until NULLS FIRST
+        LIMIT greatest(p_limit - (SELECT count(*) FROM held) - (SELECT count(*) FROM picked), 0)
+        FOR UPDATE SKIP LOCKED
     ), claimed AS (
         UPDATE public.events e
         SET claim_id = p_claim,
             lease_expires_at = p_now + make_interval(secs => p_lease_seconds)
-        FROM picked
-        WHERE e.id = picked.id
+        FROM (SELECT id FROM picked UNION SELECT id FROM extended) chosen
+        WHERE e.id = chosen.id
         RETURNING e.*
     ), rows AS (
         SELECT * FROM claimed
@@ -78,11 +91,19 @@ BEGIN
         'prep_items', to_jsonb(c.prep_items),
         'google_calendar_id', c.google_calendar_id,
         'attempts', c.attempts,
+        'needs_sync', c.synced_version < c.version,
+        'recurrence', c.recurrence,
+        'planned_until', c.planned_until,
+        'child_id', c.child_id,
         'child_name', ch.name,
         'has_profile', coalesce(pa.has_profile, false),
         'timezone', pa.timezone,
         'google_refresh_token', pa.refresh_token,
-        'owner_calendar_id', pa.calendar_id
+        'owner_calendar_id', pa.calendar_id,
+        'calendar_sync_enabled', coalesce(pa.calendar_sync_enabled, true),
+        'offsets_seconds', to_jsonb(pa.offsets_seconds),
+        'quiet_hours_start', pa.quiet_hours_start,
+        'quiet_hours_end', pa.quiet_hours_end
     ) ORDER BY c.user_id, c.start_ts), '[]'::jsonb)
     INTO v_rows
     FROM rows c

@@ -4,8 +4,11 @@
 -- row the app's earlier sender marked that way is never sent again), notify_at_ts <= p_now and its
 -- next try due; or 'sending' with a lapsed lease (its worker died). Of those, in this order:
 --   * reminders of cancelled events become 'cancelled';
---   * reminders of events that already started become 'expired' (a late reminder is noise);
---   * a reminder of which a later reminder of the same event is also due (or already sent)
+--   * reminders for a parent who turned pushes off, or of an event whose child they muted
+--     (notification_preferences), become 'cancelled' with that kind;
+--   * reminders whose occurrence already started (the event's start, or for a recurring event
+--     reminders.occurs_at) become 'expired' (a late reminder is noise);
+--   * a reminder of which a later reminder of the same occurrence is also due (or already sent)
 --     becomes 'expired', kind 'superseded': after passes did not run for a while, a parent gets
 --     the latest reminder only, not the 24 h and the 3 h one seconds apart;
 -- the rest become 'sending' under p_claim and come back with everything the message needs: the
@@ -26,6 +29,7 @@ DECLARE
     v_ids uuid[];
     v_more uuid[];
     v_cancelled integer;
+    v_unwanted integer;
     v_expired integer;
     v_superseded integer;
     v_claimed jsonb;
@@ -60,11 +64,23 @@ BEGIN
     GET DIAGNOSTICS v_cancelled = ROW_COUNT;
 
     UPDATE public.reminders r
+    SET status = 'cancelled',
+        error_kind = CASE WHEN NOT pa.push_enabled THEN 'push_disabled' ELSE 'child_muted' END,
+        error_message = CASE WHEN NOT pa.push_enabled THEN 'not sent: the parent turned push reminders off'
+                             ELSE 'not sent: the parent muted reminders for this child' END,
+        claim_id = NULL, lease_expires_at = NULL, next_attempt_at = NULL, updated_at = p_now
+    FROM public.events e, worker.parents pa
+    WHERE r.id = ANY (v_ids) AND e.id = r.event_id AND pa.id = r.user_id AND r.status IN ('pending', 'sending')
+      AND (NOT pa.push_enabled OR e.child_id = ANY (pa.muted_children));
+    GET DIAGNOSTICS v_unwanted = ROW_COUNT;
+    v_cancelled := v_cancelled + v_unwanted;
+
+    UPDATE public.reminders r
     SET status = 'expired', error_message = 'the event had already started',
         error_kind = 'event_started', claim_id = NULL, lease_expires_at = NULL, next_attempt_at = NULL,
         updated_at = p_now
     FROM public.events e
-    WHERE r.id = ANY (v_ids) AND e.id = r.event_id AND e.start_ts <= p_now
+    WHERE r.id = ANY (v_ids) AND e.id = r.event_id AND coalesce(r.occurs_at, e.start_ts) <= p_now
       AND r.status IN ('pending', 'sending');
     GET DIAGNOSTICS v_expired = ROW_COUNT;
 
@@ -76,7 +92,7 @@ BEGIN
     WHERE r.id = ANY (v_ids) AND r.status IN ('pending', 'sending')
       AND EXISTS (
           SELECT 1 FROM public.reminders l
-          WHERE l.event_id = r.event_id
+          WHERE l.event_id = r.event_id AND l.occurs_at IS NOT DISTINCT FROM r.occurs_at
             AND l.notify_at_ts > r.notify_at_ts AND l.notify_at_ts <= p_now
             AND l.status IN ('pending', 'sending', 'sent'));
     GET DIAGNOSTICS v_superseded = ROW_COUNT;
@@ -102,14 +118,13 @@ BEGIN
         'stored_message', CASE WHEN NOT c.planned_by_worker THEN c.message END,
         'row_push_token', CASE WHEN NOT c.planned_by_worker THEN c.push_token END,
         'title', e.title,
-        'start_ts', e.start_ts,
+        'start_ts', coalesce(c.occurs_at, e.start_ts),
         'end_ts', e.end_ts,
         'location', e.location,
         'prep_items', to_jsonb(e.prep_items),
         'child_name', ch.name,
         'has_profile', coalesce(pa.has_profile, false),
-        'push_token', pa.push_token,
-        'push_token_source', pa.push_token_source,
+        'devices', coalesce(pa.devices, '[]'::jsonb),
         'timezone', pa.timezone
     ) ORDER BY c.notify_at_ts), '[]'::jsonb)
     INTO v_claimed

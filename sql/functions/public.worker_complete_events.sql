@@ -1,7 +1,8 @@
 -- Record the outcome of claimed events, plan their reminders, and release them: one call a batch.
 --
 -- p_results: [{id, version, outcome, google_calendar_id, error, error_kind, next_attempt_at,
---              reminders: [{notify_at_ts, message}]}]
+--              planned_until, reminders: [{notify_at_ts, occurs_at, message}]}]
+-- planned_until: how far ahead a recurring event's reminders are now planned (NULL: one-off).
 -- outcome (worker/vocabulary.py EventOutcome): 'synced' (done, or nothing to do), 'failed'
 -- (permanent; error and error_kind say why), 'retry' (transient; again at next_attempt_at).
 -- google_calendar_id is the entry's id after this pass (NULL once a cancelled event's entry is gone).
@@ -33,7 +34,8 @@ DECLARE
 BEGIN
     CREATE TEMP TABLE IF NOT EXISTS pg_temp.worker_event_results (
         id uuid PRIMARY KEY, version bigint, outcome text, google_calendar_id text, error text,
-        error_kind text, next_attempt_at timestamptz, reminders jsonb, current boolean, cancelled boolean
+        error_kind text, next_attempt_at timestamptz, planned_until timestamptz, reminders jsonb, current boolean,
+        cancelled boolean
     ) ON COMMIT DROP;
     TRUNCATE pg_temp.worker_event_results;
 
@@ -41,23 +43,25 @@ BEGIN
     INSERT INTO pg_temp.worker_event_results
     SELECT x.id, x.version, x.outcome, x.google_calendar_id, x.error,
            CASE WHEN x.outcome IN ('failed', 'retry') THEN x.error_kind END,
-           x.next_attempt_at, coalesce(x.reminders, '[]'::jsonb), e.version = x.version,
+           x.next_attempt_at, x.planned_until, coalesce(x.reminders, '[]'::jsonb), e.version = x.version,
            e.status = 'cancelled'
     FROM jsonb_to_recordset(p_results) AS x(
         id uuid, version bigint, outcome text, google_calendar_id text, error text,
-        error_kind text, next_attempt_at timestamptz, reminders jsonb)
+        error_kind text, next_attempt_at timestamptz, planned_until timestamptz, reminders jsonb)
     JOIN public.events e ON e.id = x.id AND e.claim_id = p_claim;
 
-    INSERT INTO public.reminders (event_id, user_id, notify_at_ts, message, status, retry_count, planned_by_worker,
-                                  updated_at)
-    SELECT e.id, e.user_id, (rem ->> 'notify_at_ts')::timestamptz, rem ->> 'message', 'pending', 0, true, p_now
+    INSERT INTO public.reminders (event_id, user_id, notify_at_ts, occurs_at, message, status, retry_count,
+                                  planned_by_worker, updated_at)
+    SELECT e.id, e.user_id, (rem ->> 'notify_at_ts')::timestamptz, (rem ->> 'occurs_at')::timestamptz,
+           rem ->> 'message', 'pending', 0, true, p_now
     FROM pg_temp.worker_event_results x
     JOIN public.events e ON e.id = x.id
     CROSS JOIN LATERAL jsonb_array_elements(x.reminders) AS rem
     WHERE x.current AND NOT x.cancelled
     ON CONFLICT (event_id, notify_at_ts) DO UPDATE
         SET status = 'pending', retry_count = 0, error_message = NULL, error_kind = NULL, sent_at_ts = NULL,
-            next_attempt_at = NULL, message = excluded.message, planned_by_worker = true,
+            next_attempt_at = NULL, message = excluded.message, occurs_at = excluded.occurs_at,
+            planned_by_worker = true,
             updated_at = excluded.updated_at
         WHERE public.reminders.status = 'cancelled';
     GET DIAGNOSTICS v_planned = ROW_COUNT;
@@ -92,6 +96,7 @@ BEGIN
         attempts = CASE WHEN x.outcome = 'retry' THEN e.attempts + 1 ELSE 0 END,
         next_attempt_at = CASE WHEN x.outcome = 'retry' THEN x.next_attempt_at END,
         synced_at = CASE WHEN x.outcome = 'synced' AND NOT x.cancelled THEN p_now ELSE e.synced_at END,
+        planned_until = x.planned_until,
         claim_id = NULL,
         lease_expires_at = NULL
     FROM pg_temp.worker_event_results x

@@ -1,9 +1,13 @@
 -- Record the outcomes of sends: one call for one or a few Expo requests, as soon as they return.
 --
 -- p_claims: the claim ids of the calling pass whose rows this call may write; p_outcomes:
---   [{id, outcome, error, error_kind, ticket_id, next_attempt_at, message, push_token, clear_token}]
+--   [{id, outcome, error, error_kind, next_attempt_at, message, push_token,
+--     tickets: [{token, ticket_id}], dead_tokens: [token]}]
+-- A reminder goes to every device of its parent: tickets are the devices Expo accepted it for
+-- (kept in worker.push_tickets for the receipts step), dead_tokens the devices Expo says are gone.
 -- outcome (worker/vocabulary.py PushOutcome):
---   sent      Expo accepted the message: 'sent', sent_at_ts, ticket id (a fresh receipt cycle).
+--   sent      Expo accepted the message for at least one device: 'sent', sent_at_ts, its tickets
+--             (a fresh receipt cycle).
 --   retry     transient: one more failed attempt; the attempt that reaches p_max_attempts makes the
 --             reminder 'failed', else 'pending' again at next_attempt_at.
 --   failed    permanent: 'failed' with the reason.
@@ -12,9 +16,8 @@
 --   released  claimed but never sent (the pass stopped early): 'pending' again, as it was.
 -- Only rows still 'sending' under one of p_claims are written, so a pass whose lease lapsed and
 -- whose rows another pass took over cannot overwrite that pass's outcome, and a call retried after
--- its answer was lost writes nothing twice. clear_token removes the push token from where the
--- owner's token is kept, if it is still the one that failed (DeviceNotRegistered):
--- worker.clear_push_tokens.
+-- its answer was lost writes nothing twice. dead_tokens are removed from where the owner's tokens
+-- are kept, each only if it is still there (DeviceNotRegistered): worker.clear_push_tokens.
 CREATE OR REPLACE FUNCTION public.worker_record_push_outcomes(
     p_now timestamptz, p_claims uuid[], p_max_attempts integer, p_outcomes jsonb
 ) RETURNS jsonb
@@ -25,10 +28,16 @@ DECLARE
     v_counts jsonb;
     v_cleared integer;
 BEGIN
+    -- A reminder accepted again starts a fresh receipt cycle: its earlier tickets go.
+    DELETE FROM worker.push_tickets t
+    USING jsonb_to_recordset(p_outcomes) AS x(id uuid, outcome text), public.reminders r
+    WHERE t.reminder_id = x.id AND x.outcome = 'sent' AND r.id = x.id AND r.claim_id = ANY (p_claims)
+      AND r.status = 'sending';
+
     WITH x AS (
         SELECT * FROM jsonb_to_recordset(p_outcomes) AS o(
-            id uuid, outcome text, error text, error_kind text, ticket_id text,
-            next_attempt_at timestamptz, message text, push_token text, clear_token boolean)
+            id uuid, outcome text, error text, error_kind text, next_attempt_at timestamptz, message text,
+            push_token text, tickets jsonb, dead_tokens jsonb)
     ), written AS (
         UPDATE public.reminders r
         SET status = CASE
@@ -55,7 +64,7 @@ BEGIN
                 END,
             message = coalesce(x.message, r.message),
             push_token = coalesce(x.push_token, r.push_token),
-            expo_ticket_id = CASE WHEN x.outcome = 'sent' THEN x.ticket_id ELSE r.expo_ticket_id END,
+            expo_ticket_id = CASE WHEN x.outcome = 'sent' THEN x.tickets -> 0 ->> 'ticket_id' ELSE r.expo_ticket_id END,
             receipt_status = CASE WHEN x.outcome = 'sent' THEN NULL ELSE r.receipt_status END,
             receipt_checked_at = CASE WHEN x.outcome = 'sent' THEN NULL ELSE r.receipt_checked_at END,
             receipt_checks = CASE WHEN x.outcome = 'sent' THEN 0 ELSE r.receipt_checks END,
@@ -65,22 +74,33 @@ BEGIN
             updated_at = p_now
         FROM x
         WHERE r.id = x.id AND r.claim_id = ANY (p_claims) AND r.status = 'sending'
-        RETURNING x.outcome, r.status
+        RETURNING r.id, x.outcome, r.status, r.sent_at_ts, x.tickets
+    ), tickets AS (
+        INSERT INTO worker.push_tickets (reminder_id, token, ticket_id, sent_at)
+        SELECT w.id, t ->> 'token', t ->> 'ticket_id', w.sent_at_ts
+        FROM written w CROSS JOIN LATERAL jsonb_array_elements(coalesce(w.tickets, '[]'::jsonb)) AS t
+        WHERE w.outcome = 'sent' AND t ->> 'ticket_id' IS NOT NULL
+        ON CONFLICT (reminder_id, token) DO UPDATE
+            SET ticket_id = excluded.ticket_id, sent_at = excluded.sent_at, receipt_status = NULL,
+                receipt_error = NULL, receipt_checks = 0, receipt_next_check_at = NULL, receipt_claim_id = NULL,
+                receipt_lease_expires_at = NULL
+        RETURNING 1
     )
     SELECT jsonb_build_object(
         'sent', count(*) FILTER (WHERE status = 'sent'),
         'retried', count(*) FILTER (WHERE status = 'pending' AND outcome = 'retry'),
         'deferred', count(*) FILTER (WHERE outcome = 'deferred'),
         'released', count(*) FILTER (WHERE outcome = 'released'),
-        'failed', count(*) FILTER (WHERE status = 'failed'))
+        'failed', count(*) FILTER (WHERE status = 'failed'),
+        'tickets', (SELECT count(*) FROM tickets))
     INTO v_counts
     FROM written;
 
     v_cleared := worker.clear_push_tokens(p_now, ARRAY(
-        SELECT (r.user_id, x.push_token)::worker.user_token
-        FROM jsonb_to_recordset(p_outcomes) AS x(id uuid, push_token text, clear_token boolean)
+        SELECT (r.user_id, dead.token)::worker.user_token
+        FROM jsonb_to_recordset(p_outcomes) AS x(id uuid, dead_tokens jsonb)
         JOIN public.reminders r ON r.id = x.id
-        WHERE x.clear_token AND x.push_token IS NOT NULL));
+        CROSS JOIN LATERAL jsonb_array_elements_text(coalesce(x.dead_tokens, '[]'::jsonb)) AS dead(token)));
 
     RETURN v_counts || jsonb_build_object('tokens_cleared', v_cleared);
 END

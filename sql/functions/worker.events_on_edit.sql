@@ -1,13 +1,15 @@
 -- Trigger (BEFORE UPDATE ON events): an edit the worker must act on puts the event back to
 -- 'pending' and bumps its version, so the next pass re-syncs and re-plans it. The app writes
--- content columns; version, attempts and the error columns are the worker's.
+-- content columns (a recurring event's rule among them); version, attempts and the error columns
+-- are the worker's.
 CREATE OR REPLACE FUNCTION worker.events_on_edit() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path = ''
 AS $$
 BEGIN
-    IF (NEW.title, NEW.start_ts, NEW.end_ts, NEW.location, NEW.prep_items, NEW.child_id)
-       IS DISTINCT FROM (OLD.title, OLD.start_ts, OLD.end_ts, OLD.location, OLD.prep_items, OLD.child_id) THEN
+    IF (NEW.title, NEW.start_ts, NEW.end_ts, NEW.location, NEW.prep_items, NEW.child_id, NEW.recurrence)
+       IS DISTINCT FROM (OLD.title, OLD.start_ts, OLD.end_ts, OLD.location, OLD.prep_items, OLD.child_id,
+                         OLD.recurrence) THEN
         NEW.version := OLD.version + 1;
         -- An edit of a cancelled event keeps it cancelled; any other edit needs a new sync.
         IF NEW.status IS NOT DISTINCT FROM OLD.status AND OLD.status IS DISTINCT FROM 'cancelled' THEN

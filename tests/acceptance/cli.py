@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = str(ROOT / "worker" / "main.py")
@@ -30,3 +33,19 @@ def worker(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.C
 def start_worker(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, MAIN, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+def summary_of(stderr: str) -> dict[str, Any]:
+    """The pass's summary line (the last ``pass.summary`` JSON line on stderr)."""
+    for line in reversed(stderr.splitlines()):
+        if '"pass.summary"' in line:
+            summary: dict[str, Any] = json.loads(line)
+            return summary
+    raise AssertionError(f"no summary line in:\n{stderr}")
+
+
+def run_at(env: dict[str, str], now: datetime) -> dict[str, Any]:
+    """``run --now NOW`` that must exit 0; its summary line."""
+    done = worker("run", "--now", now.isoformat(), env=env)
+    assert done.returncode == 0, done.stderr
+    return summary_of(done.stderr)

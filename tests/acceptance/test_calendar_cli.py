@@ -5,7 +5,6 @@ through the CLI's ``_calendar``.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 from standins.expo import ExpoStandIn
 from standins.google import GoogleStandIn
 from tests import seed
-from tests.acceptance.cli import clean_env, start_worker, worker
+from tests.acceptance.cli import clean_env, run_at, start_worker, worker
 from worker.steps.calendar import EVENT_ID_PROPERTY, REVOKED_REASON, calendar_event_id
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -58,13 +57,7 @@ def _env(db_url: str, google: GoogleStandIn, expo: ExpoStandIn, **extra: str) ->
 
 
 def _run(env: dict[str, str], now: datetime = NOW) -> dict[str, Any]:
-    done = worker("run", "--now", now.isoformat(), env=env)
-    assert done.returncode == 0, done.stderr
-    for line in reversed(done.stderr.splitlines()):
-        if '"pass.summary"' in line:
-            summary: dict[str, Any] = json.loads(line)
-            return summary
-    raise AssertionError(f"no summary line in:\n{done.stderr}")
+    return run_at(env, now)
 
 
 def _parent(db: psycopg.Connection[Any], google: GoogleStandIn, email: str, token: str | None = None) -> str:

@@ -225,7 +225,8 @@ def test_a_receipt_claim_is_held_until_its_lease_runs_out(db: psycopg.Connection
     taken = gateway.claim_receipts(LATER + timedelta(seconds=301), uuid.uuid4(), 10, 300, 900)
     assert [r.id for r in taken] == [first[0].id]
     # the dead claimer's late write is ignored
-    stale = gateway.record_receipts(LATER, [uuid.uuid4()], 5, [ReceiptResult(first[0].id, ReceiptOutcome.OK)])
+    late = ReceiptResult(first[0].id, first[0].token, ReceiptOutcome.OK)
+    stale = gateway.record_receipts(LATER, [uuid.uuid4()], 5, [late])
     assert stale["ok"] == 0
 
 

@@ -120,3 +120,37 @@ def test_migrate_twice_changes_nothing(db_url: str) -> None:
     from worker.db.migrate import MigrateResult, migrate
 
     assert migrate(db_url) == MigrateResult()
+
+
+def test_a_parent_reads_and_writes_only_their_own_preferences_and_devices(db: psycopg.Connection[Any]) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    mine, theirs = seed.add_parent(db), seed.add_parent(db)
+    event = seed.add_event(db, mine, datetime.now(UTC) + timedelta(days=2))
+    db.execute("UPDATE events SET status = 'synced', synced_version = version WHERE id = %s", (event,))
+    db.execute("INSERT INTO notification_preferences (user_id, push_enabled) VALUES (%s, false)", (theirs,))
+    db.execute("INSERT INTO push_tokens (user_id, token) VALUES (%s, 'ExponentPushToken[theirs]')", (theirs,))
+    _as(db, "authenticated", mine)
+    assert db.execute("SELECT count(*) FROM notification_preferences").fetchone() == (0,)
+    assert db.execute("SELECT count(*) FROM push_tokens").fetchone() == (0,)
+    # Their own rows: written by the app as the parent, and the re-plan trigger runs for them.
+    db.execute("INSERT INTO notification_preferences (user_id, reminder_offsets) VALUES (%s, '{1 hour}')", (mine,))
+    db.execute("INSERT INTO push_tokens (user_id, token) VALUES (%s, 'ExponentPushToken[mine]')", (mine,))
+    assert db.execute("SELECT token FROM push_tokens").fetchall() == [("ExponentPushToken[mine]",)]
+    for statement, params in (("INSERT INTO notification_preferences (user_id) VALUES (%s)", (theirs,)),
+                              ("INSERT INTO push_tokens (user_id, token) VALUES (%s, %s)",
+                               (theirs, "ExponentPushToken[x]"))):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # RLS: WITH CHECK refuses another's row
+            db.execute(statement, params)
+    assert db.execute("UPDATE notification_preferences SET push_enabled = true WHERE user_id = %s",
+                      (theirs,)).rowcount == 0
+    assert db.execute("DELETE FROM push_tokens WHERE user_id = %s", (theirs,)).rowcount == 0
+    db.execute("RESET ROLE")
+    assert db.execute("SELECT status FROM events WHERE id = %s", (event,)).fetchone() == ("pending",)
+    assert db.execute("SELECT push_enabled FROM notification_preferences WHERE user_id = %s",
+                      (theirs,)).fetchone() == (False,)
+    assert db.execute("SELECT count(*) FROM push_tokens WHERE user_id = %s", (theirs,)).fetchone() == (1,)
+    _as(db, "anon")
+    for table in ("notification_preferences", "push_tokens"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            db.execute(f"SELECT count(*) FROM {table}")

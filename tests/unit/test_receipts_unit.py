@@ -25,9 +25,9 @@ from worker.config import ConfigError, Settings
 from worker.ops.metrics import push_pass_metrics
 from worker.ops.status import ago, render
 from worker.planner import EXPO_MAX_PAYLOAD_BYTES
-from worker.records import ReceiptRow, ReminderRow
+from worker.records import Device, ReceiptRow, ReminderRow
 from worker.steps.context import PassCounts, PassResult
-from worker.steps.push import build_message
+from worker.steps.messages import build_messages
 from worker.steps.receipts import RECEIPT_HORIZON, receipt_outcome
 from worker.vocabulary import ErrorKind, ReceiptOutcome
 
@@ -36,7 +36,7 @@ SETTINGS = Settings.from_env({"DATABASE_URL": "postgresql://unused"})
 
 
 def _row(sent_ago: timedelta = timedelta(minutes=16), checks: int = 0, retries: int = 0) -> ReceiptRow:
-    return ReceiptRow(id="r1", ticket_id="t1", sent_at_ts=NOW - sent_ago, receipt_checks=checks, retry_count=retries)
+    return ReceiptRow(id="r1", token="ExponentPushToken[phone]", ticket_id="t1", sent_at_ts=NOW - sent_ago, receipt_checks=checks, retry_count=retries)
 
 
 # --- classification -----------------------------------------------------------------------------
@@ -46,13 +46,13 @@ def test_ok_receipt_confirms_delivery() -> None:
     out = receipt_outcome(_row(), Receipt("ok"), SETTINGS.passes, NOW)
     assert out.outcome is ReceiptOutcome.OK
     assert out.error is None
-    assert not out.clear_token
+    assert out.error_kind is None
 
 
-def test_device_not_registered_fails_and_clears_the_token() -> None:
+def test_device_not_registered_fails_and_names_the_device_to_forget() -> None:
     out = receipt_outcome(_row(), Receipt("error", "DeviceNotRegistered", "gone"), SETTINGS.passes, NOW)
     assert out.outcome is ReceiptOutcome.FAILED
-    assert out.clear_token is True
+    assert out.token == "ExponentPushToken[phone]"  # worker_record_receipts forgets this device only
     assert out.error == "delivery failed: DeviceNotRegistered: gone"
     assert out.error_kind is ErrorKind.DEVICE_NOT_REGISTERED
 
@@ -61,7 +61,7 @@ def test_device_not_registered_fails_and_clears_the_token() -> None:
 def test_other_errors_fail_without_touching_the_token(code: str) -> None:
     out = receipt_outcome(_row(), Receipt("error", code, None), SETTINGS.passes, NOW)
     assert out.outcome is ReceiptOutcome.FAILED
-    assert not out.clear_token
+    assert out.error_kind is not ErrorKind.DEVICE_NOT_REGISTERED
     assert out.error == f"delivery failed: {code}"
 
 
@@ -71,7 +71,6 @@ def test_the_projects_credentials_defer_the_reminder_without_an_attempt(code: st
     assert out.outcome is ReceiptOutcome.DEFERRED
     assert out.error_kind is ErrorKind.EXPO_CREDENTIALS
     assert out.next_attempt_at is not None and out.next_attempt_at > NOW
-    assert not out.clear_token
 
 
 def test_rate_exceeded_is_sent_again_with_backoff() -> None:
@@ -111,9 +110,10 @@ def test_a_message_of_huge_parts_stays_within_expos_payload_limit() -> None:
         start_ts=NOW + timedelta(hours=3), location="Großer Sportplatz am Ende der Straße 🏟 " * 1500,
         prep_items=tuple(f"Trinkflasche Nr. {i} 🥤 und Schienbeinschoner" for i in range(2000)),
         child_name="Émilie-Charlotte 👧" * 300, has_profile=True,
-        push_token="ExponentPushToken[xxxxxxxxxxxxxxxxxxxxxx]", timezone="Europe/Berlin")
-    built = build_message(row, NOW)
-    assert isinstance(built, Outbound)
+        devices=(Device("ExponentPushToken[xxxxxxxxxxxxxxxxxxxxxx]", "profile"),), timezone="Europe/Berlin")
+    messages = build_messages(row, NOW)
+    assert isinstance(messages, list) and len(messages) == 1
+    built = messages[0]
     payload = built.payload()
     compact = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
     assert len(compact) <= EXPO_MAX_PAYLOAD_BYTES

@@ -395,6 +395,26 @@ def test_end_before_start_is_time_range_empty(standin: GoogleStandIn) -> None:
     assert (err.value.status_code, error_reason(err.value)) == (400, "timeRangeEmpty")
 
 
+def test_a_recurring_entry_keeps_its_rule_and_a_bad_one_is_refused(standin: GoogleStandIn) -> None:
+    zoned = {"dateTime": "2030-05-01T14:00:00+02:00", "timeZone": "Europe/Berlin"}
+    zoned_end = {"dateTime": "2030-05-01T15:00:00+02:00", "timeZone": "Europe/Berlin"}
+    rule = ["RRULE:FREQ=WEEKLY;BYDAY=TU,TH;COUNT=10"]
+    with calendar(standin, user_creds(standin)) as service:
+        created = service.events().insert(
+            calendarId="primary", body=event_body(start=zoned, end=zoned_end, recurrence=rule)).execute()
+        assert created["recurrence"] == rule
+        for bad, reason in ((["FREQ=WEEKLY"], "invalid"), (["RRULE:BYDAY=TU"], "invalid"),
+                            ("RRULE:FREQ=DAILY", "invalid")):
+            with pytest.raises(HttpError) as err:
+                service.events().insert(calendarId="primary",
+                                        body=event_body(start=zoned, end=zoned_end, recurrence=bad)).execute()
+            assert (err.value.status_code, error_reason(err.value)) == (400, reason)
+        with pytest.raises(HttpError) as err:  # a recurring timed event must name its zone
+            service.events().insert(calendarId="primary", body=event_body(
+                start={"dateTime": zoned["dateTime"]}, end=zoned_end, recurrence=rule)).execute()
+        assert (err.value.status_code, error_reason(err.value)) == (400, "required")
+
+
 # -- injected failures -----------------------------------------------------------------------------
 
 

@@ -76,9 +76,13 @@ class Answer:
     (Expo's ``details.error``, e.g. ``DeviceNotRegistered``, or one of the ``REQUEST_*`` codes)."""
 
     reminder_id: str
+    token: str  # the device the message went to
     ticket_id: str | None = None
     error: str | None = None
     message: str | None = None
+
+    def __repr__(self) -> str:  # the token stays out of reprs and tracebacks
+        return f"Answer(reminder_id={self.reminder_id!r}, ticket_id={self.ticket_id!r}, error={self.error!r})"
 
     @property
     def accepted(self) -> bool:
@@ -347,7 +351,7 @@ _WHOLE_REQUEST_CODES = frozenset({"PUSH_TOO_MANY_NOTIFICATIONS", "PUSH_TOO_MANY_
 
 
 def _all(chunk: Sequence[Outbound], code: str, reason: str) -> list[Answer]:
-    return [Answer(m.reminder_id, error=code, message=reason) for m in chunk]
+    return [Answer(m.reminder_id, m.token, error=code, message=reason) for m in chunk]
 
 
 def _server_error_code(exc: Any) -> str | None:
@@ -383,11 +387,11 @@ def _split_by_project(chunk: list[Outbound], details: Any) -> list[list[Outbound
 def _answer(message: Outbound, ticket: Any) -> Answer:
     """One ticket as an :class:`Answer`. Expo's texts quote the token: it is scrubbed here."""
     if ticket.status == "ok":
-        return Answer(message.reminder_id, ticket_id=ticket.id or None)
+        return Answer(message.reminder_id, message.token, ticket_id=ticket.id or None)
     details = ticket.details or {}
     error = details.get("error") if isinstance(details, dict) else None
     text = scrub(f"{error or 'error'}: {ticket.message}".strip() if ticket.message else (error or "error"))
-    return Answer(message.reminder_id, error=str(error or "error"), message=text)
+    return Answer(message.reminder_id, message.token, error=str(error or "error"), message=text)
 
 
 def pusher_from_settings(expo: ExpoSettings, **overrides: Any) -> ExpoPusher:

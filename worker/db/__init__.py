@@ -110,9 +110,10 @@ class Gateway(abc.ABC):
     # --- the events step ------------------------------------------------------------------------
 
     def claim_events(self, now: datetime, claim: uuid.UUID, limit: int, lease_seconds: int, *,
+                     horizon_seconds: int = 14 * 86400,
                      patience: float = DEFAULT_PATIENCE) -> list[EventRow | Undecodable]:
         doc = self.call("worker_claim_events", patience=patience, p_now=now, p_claim=claim, p_limit=limit,
-                        p_lease_seconds=lease_seconds)
+                        p_lease_seconds=lease_seconds, p_horizon_seconds=horizon_seconds)
         return decode_each(doc, EventRow.from_json)
 
     def complete_events(self, now: datetime, claim: uuid.UUID, results: Sequence[EventResult], *,

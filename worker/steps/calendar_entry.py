@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from worker import planner
+from worker import planner, timing
 from worker.records import EventRow
 
 EVENT_ID_PROPERTY = "reminderWorkerEventId"
@@ -57,9 +57,13 @@ def entry_body(row: EventRow, offsets: Iterable[timedelta], *, with_id: bool = F
     Times are RFC 3339 with the offset in the owner's zone plus ``timeZone``, so the entry shows
     at the right wall-clock time and recurs correctly across daylight-saving changes if a parent
     ever edits it in Google. ``restore`` sets ``status: "confirmed"``, which is how Google undoes
-    a deletion; without it an update leaves the entry's status as it is.
+    a deletion; without it an update leaves the entry's status as it is. The parent's own lead
+    times (notification_preferences) replace ``offsets``; a recurring event carries its rule as
+    the one ``RRULE:`` line Google takes (the step fails an event whose rule does not validate
+    before it gets here), so the parent's calendar shows every occurrence.
     """
     tz, usable = planner.timezone_for(row.timezone)
+    offsets = row.offsets or offsets
     zone = row.timezone if row.timezone and usable else "UTC"
     summary = f"{row.title} ({row.child_name})" if row.child_name else row.title
     body: dict[str, Any] = {
@@ -74,6 +78,8 @@ def entry_body(row: EventRow, offsets: Iterable[timedelta], *, with_id: bool = F
     description = _description(row.prep_items)
     if description is not None:
         body["description"] = description
+    if row.recurrence:
+        body["recurrence"] = [timing.validate_rule(row.recurrence, first_start=row.start_ts, tz=tz)]
     if with_id:
         body["id"] = calendar_event_id(row.id)
     if restore:

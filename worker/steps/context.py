@@ -43,6 +43,7 @@ class PassCounts:
     events_retried: int = 0
     events_cancelled: int = 0
     events_superseded: int = 0
+    events_extended: int = 0  # recurring events whose reminders were planned further ahead, nothing else
     reminders_planned: int = 0
     reminders_unplanned: int = 0
     sent: int = 0

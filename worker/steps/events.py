@@ -12,10 +12,10 @@ import logging
 import random
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from worker import logs, planner
+from worker import logs, planner, timing
 from worker.db import Gateway
 from worker.records import CalendarOutcome, EventResult, EventRow, PlannedReminder, Undecodable
 from worker.steps.context import PassClock, PassCounts
@@ -38,10 +38,46 @@ def row_problem(row: EventRow) -> tuple[str, ErrorKind] | None:
     problem = planner.event_problem(row.title, row.start_ts, row.end_ts, row.location, row.prep_items)
     if problem is not None:
         return problem, ErrorKind.INVALID_ROW
-    _, usable = planner.timezone_for(row.timezone)
+    tz, usable = planner.timezone_for(row.timezone)
     if not usable:
         return planner.timezone_problem(row.timezone or ""), ErrorKind.TIMEZONE
+    if row.recurrence is not None:
+        try:
+            timing.validate_rule(row.recurrence, first_start=row.start_ts, tz=tz)
+        except timing.RuleProblem as exc:
+            return str(exc), ErrorKind.INVALID_ROW
     return None
+
+
+def reaches_calendar(row: EventRow) -> bool:
+    """Whether this pass has anything to tell the parent's Google Calendar about the event.
+
+    Not when the parent turned calendar sync off (notification_preferences.calendar_sync_enabled:
+    the worker then leaves their calendar as it is, entries it made earlier included), nor when a
+    recurring event was claimed only to plan its reminders further ahead (``needs_sync`` false).
+    """
+    return row.needs_sync and row.calendar_sync_enabled
+
+
+def planned_times(row: EventRow, passes: PassSettings, now: datetime) -> tuple[list[tuple[datetime, datetime]],
+                                                                                datetime | None]:
+    """(occurrence start, reminder instant) pairs to plan for a live event, and how far ahead they reach.
+
+    The parent's own lead times and quiet hours (notification_preferences) apply when set. A one-off
+    event is planned whole (``None``: no horizon). A recurring event is planned so that every reminder
+    due before ``now`` + RECURRENCE_HORIZON_DAYS exists: occurrences are expanded up to the horizon
+    plus the longest lead time plus a day (quiet hours may move a reminder up to a day earlier), and
+    the claim takes the event again once less than half the horizon is left, so the reminders planned
+    never run out between passes.
+    """
+    tz, _ = planner.timezone_for(row.timezone)
+    offsets = row.offsets or passes.reminder_offsets
+    if row.recurrence is None:
+        return [(row.start_ts, at) for at in timing.plan_times(row.start_ts, offsets, now, tz, row.quiet_hours)], None
+    horizon = timedelta(days=passes.recurrence_horizon_days)
+    reach = horizon + max(offsets, default=timedelta(0)) + timedelta(days=1)
+    pairs = timing.plan_recurring(row.start_ts, row.recurrence, offsets, now, tz, reach, row.quiet_hours)
+    return pairs, now + horizon
 
 
 def plan_event(row: EventRow, calendar: CalendarOutcome | None, passes: PassSettings, now: datetime,
@@ -61,14 +97,15 @@ def plan_event(row: EventRow, calendar: CalendarOutcome | None, passes: PassSett
     problem = row_problem(row)
     if problem is not None:
         return EventResult(row.id, row.version, EventOutcome.FAILED, calendar_id, problem[0], problem[1])
-    tz, _ = planner.timezone_for(row.timezone)
+    pairs, planned_until = planned_times(row, passes, now)
+    recurring = row.recurrence is not None
     reminders = tuple(
         PlannedReminder(at, planner.render_message(
-            title=row.title, child_name=row.child_name, start_ts=row.start_ts, location=row.location,
+            title=row.title, child_name=row.child_name, start_ts=start, location=row.location,
             prep_items=row.prep_items, now=at, zone_name=row.timezone,
-            max_bytes=planner.EXPO_MAX_PAYLOAD_BYTES - 300).as_text())
-        for at in planner.reminder_times(row.start_ts, passes.reminder_offsets, now, tz))
-    return EventResult(row.id, row.version, outcome, calendar_id, error, kind, next_at, reminders)
+            max_bytes=planner.EXPO_MAX_PAYLOAD_BYTES - 300).as_text(), start if recurring else None)
+        for start, at in pairs)
+    return EventResult(row.id, row.version, outcome, calendar_id, error, kind, next_at, reminders, planned_until)
 
 
 def _result(row: EventRow | Undecodable, calendar: CalendarOutcome | None, passes: PassSettings,
@@ -99,10 +136,11 @@ def events_step(gateway: Gateway, passes: PassSettings, clock: PassClock, counts
         now = clock.now()
         claim = uuid.uuid4()
         rows = gateway.claim_events(now, claim, passes.batch_size, passes.lease_seconds,
+                                    horizon_seconds=passes.recurrence_horizon_days * 86400,
                                     patience=clock.patience)
         if not rows:
             break
-        readable = [r for r in rows if isinstance(r, EventRow) and
+        readable = [r for r in rows if isinstance(r, EventRow) and reaches_calendar(r) and
                     (r.status == EventStatus.CANCELLED or row_problem(r) is None)]
         outcomes = calendar.sync(readable, now) if calendar is not None and readable else {}
         for outcome in outcomes.values():
@@ -117,9 +155,12 @@ def events_step(gateway: Gateway, passes: PassSettings, clock: PassClock, counts
                 logs.event("event.failed", logging.WARNING, event_id=res.id, reason=res.error, kind=res.error_kind)
         done = gateway.complete_events(clock.now(), claim, results, patience=clock.patience)
         cancelled = {r.id for r in rows if isinstance(r, EventRow) and r.status == EventStatus.CANCELLED}
+        extended = {r.id for r in rows if isinstance(r, EventRow) and not r.needs_sync}
         for res in results:
             if res.id in cancelled:
                 counts.events_cancelled += res.outcome is not EventOutcome.RETRY
+            elif res.id in extended and res.outcome is EventOutcome.SYNCED:
+                counts.events_extended += 1
             elif res.outcome is EventOutcome.SYNCED:
                 counts.events_synced += 1
             elif res.outcome is EventOutcome.FAILED:

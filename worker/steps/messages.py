@@ -16,6 +16,7 @@ as a :class:`~worker.vocabulary.PushOutcome` with an :class:`~worker.vocabulary.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -51,10 +52,32 @@ def classify(answer: Answer) -> tuple[PushOutcome, ErrorKind | None]:
     return _MEANING.get(answer.error or "", (PushOutcome.RETRY, ErrorKind.EXPO_UNAVAILABLE))
 
 
-def push_result(answer: Answer, out: Outbound, row: ReminderRow, passes: PassSettings, now: datetime,
-                rng: Any = None) -> PushResult:
-    """The record of what became of one sent message."""
-    outcome, kind = classify(answer)
+#: A reminder goes to at most this many of its parent's devices (all in one request of Expo's 100).
+MAX_DEVICES = 20
+# When a reminder reached no device, the outcome that wins among its devices' answers: one worth
+# another try beats one held for the operator beats a permanent failure.
+_PRIORITY = {PushOutcome.RETRY: 0, PushOutcome.DEFERRED: 1, PushOutcome.FAILED: 2}
+
+
+def push_result(answers: Sequence[Answer], sent: Sequence[Outbound], row: ReminderRow, passes: PassSettings,
+                now: datetime, rng: Any = None) -> PushResult:
+    """The record of what became of one reminder, from Expo's answers for each of its devices.
+
+    ``sent`` when at least one device took it (each such device's ticket is kept for its receipt);
+    otherwise the most hopeful answer decides (retry, then deferred, then failed). Devices Expo says
+    are gone are cleared whatever the outcome.
+    """
+    meanings = [(a, *classify(a)) for a in answers]
+    dead = tuple(a.token for a, _, kind in meanings if kind is ErrorKind.DEVICE_NOT_REGISTERED)
+    first = sent[0] if sent else None
+    text = f"{first.title}\n{first.body}" if first else None
+    token = first.token if first else None
+    tickets = tuple((a.token, a.ticket_id) for a, outcome, _ in meanings
+                    if outcome is PushOutcome.SENT and a.ticket_id)
+    if any(outcome is PushOutcome.SENT for _, outcome, _ in meanings):
+        return PushResult(row.id, PushOutcome.SENT, message=text, push_token=token, tickets=tickets,
+                          dead_tokens=dead)
+    answer, outcome, kind = min(meanings, key=lambda m: _PRIORITY.get(m[1], 3))
     next_at: datetime | None = None
     if outcome is PushOutcome.RETRY:
         next_at = planner.next_attempt_at(now, row.retry_count + 1, passes.retry_base_seconds,
@@ -62,31 +85,37 @@ def push_result(answer: Answer, out: Outbound, row: ReminderRow, passes: PassSet
     elif outcome is PushOutcome.DEFERRED:
         next_at = planner.next_attempt_at(now, 1, max(passes.retry_base_seconds, 1.0),
                                           passes.retry_max_seconds, rng)
-    return PushResult(answer.reminder_id, outcome, answer.message, kind, answer.ticket_id, next_at,
-                      message=f"{out.title}\n{out.body}", push_token=out.token,
-                      clear_token=kind is ErrorKind.DEVICE_NOT_REGISTERED)
+    return PushResult(row.id, outcome, answer.message, kind, next_at, message=text, push_token=token,
+                      dead_tokens=dead)
 
 
-def build_message(row: ReminderRow, now: datetime) -> Outbound | PushResult:
-    """The notification for a claimed reminder, or the failure that stops it being sent.
+def build_messages(row: ReminderRow, now: datetime) -> list[Outbound] | PushResult:
+    """The notification for a claimed reminder, one per device of its parent, or the failure that
+    stops it being sent.
 
-    The token is the owner's current one (profile, else user metadata); a row the app wrote before
-    the worker arrived falls back to its own push_token and is sent with its own stored text.
+    The devices are the owner's tokens (profile or user metadata, and public.push_tokens); a row the
+    app wrote before the worker arrived falls back to its own push_token and is sent with its own
+    stored text. A malformed token is left out; only when no token is left does the reminder fail.
     """
-    token = row.push_token or (row.row_push_token if not row.planned_by_worker else None)
-    if not token:
+    tokens = [d.token for d in row.devices]
+    if not tokens and not row.planned_by_worker and row.row_push_token:
+        tokens = [row.row_push_token]
+    if not tokens:
         return PushResult(row.id, PushOutcome.FAILED, "the owner has no Expo push token (neither "
-                          "profiles.expo_push_token nor expo_push_token in the user's metadata)", ErrorKind.NO_TOKEN)
-    if not planner.is_expo_push_token(token):
+                          "profiles.expo_push_token nor expo_push_token in the user's metadata, nor a device "
+                          "in push_tokens)", ErrorKind.NO_TOKEN)
+    usable = [t for t in tokens if planner.is_expo_push_token(t)][:MAX_DEVICES]
+    if not usable:
         return PushResult(row.id, PushOutcome.FAILED, "the owner's push token is malformed (expected "
                           "ExponentPushToken[...] or ExpoPushToken[...])", ErrorKind.BAD_TOKEN)
-    _, usable = planner.timezone_for(row.timezone)
-    if not usable:
+    _, zone_known = planner.timezone_for(row.timezone)
+    if not zone_known:
         return PushResult(row.id, PushOutcome.FAILED, planner.timezone_problem(row.timezone or ""),
                           ErrorKind.TIMEZONE)
     data = {"event_id": row.event_id, "reminder_id": row.id}
     expiration = int(row.start_ts.timestamp())
-    skeleton = Outbound(row.id, token, "", "", data, expiration).payload()
+    longest = max(usable, key=len)
+    skeleton = Outbound(row.id, longest, "", "", data, expiration).payload()
     overhead = len(json.dumps(skeleton, ensure_ascii=False, separators=(",", ":")).encode()) + _PAYLOAD_MARGIN
     if not row.planned_by_worker and row.stored_message and row.stored_message.strip():
         msg = planner.stored_message(title=row.title, child_name=row.child_name, text=row.stored_message,
@@ -96,4 +125,4 @@ def build_message(row: ReminderRow, now: datetime) -> Outbound | PushResult:
             title=row.title, child_name=row.child_name, start_ts=row.start_ts, location=row.location,
             prep_items=row.prep_items, now=now, zone_name=row.timezone,
             max_bytes=planner.EXPO_MAX_PAYLOAD_BYTES, overhead=overhead)
-    return Outbound(row.id, token, msg.title, msg.body, data, expiration)
+    return [Outbound(row.id, token, msg.title, msg.body, data, expiration) for token in usable]

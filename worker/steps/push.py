@@ -37,11 +37,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from worker import logs
-from worker.clients.expo import MAX_MESSAGES_PER_REQUEST, ExpoPusher, Outbound, RequestResult
+from worker.clients.expo import MAX_MESSAGES_PER_REQUEST, Answer, ExpoPusher, Outbound, RequestResult
 from worker.db import DatabaseUnavailable, Gateway
 from worker.records import PushResult, ReminderRow, Undecodable
 from worker.steps.context import LEASE_MARGIN, Degraded, PassAborted, PassClock, PassCounts
-from worker.steps.messages import CREDENTIAL_ERRORS, build_message, push_result
+from worker.steps.messages import CREDENTIAL_ERRORS, build_messages, push_result
 from worker.vocabulary import ErrorKind, PushOutcome
 
 if TYPE_CHECKING:
@@ -176,11 +176,13 @@ class PushStep:
                            kind=built.error_kind)
                 continue
             assert isinstance(row, ReminderRow)
-            request.messages.append(built)
-            request.rows[row.id] = row
-            if len(request.messages) == MAX_MESSAGES_PER_REQUEST:
+            # A reminder's messages (one per device) travel in one request, so its outcome is
+            # known when that request returns.
+            if len(request.messages) + len(built) > MAX_MESSAGES_PER_REQUEST:
                 self._ready.append(request)
                 request = _Request(claim, [], {})
+            request.messages.extend(built)
+            request.rows[row.id] = row
         if request.messages:
             self._ready.append(request)
         self._unwritten.add(claim, failures)
@@ -189,12 +191,12 @@ class PushStep:
                        superseded=claimed.superseded, cancelled=claimed.cancelled, failed_before_sending=len(failures))
 
     @staticmethod
-    def _build(row: ReminderRow | Undecodable, now: datetime) -> Outbound | PushResult:
+    def _build(row: ReminderRow | Undecodable, now: datetime) -> list[Outbound] | PushResult:
         if isinstance(row, Undecodable):
             return PushResult(row.id, PushOutcome.FAILED, f"cannot read this reminder: {row.reason}",
                               ErrorKind.INVALID_ROW)
         try:
-            return build_message(row, now)
+            return build_messages(row, now)
         except Exception as exc:  # one row's surprise must not cost the batch
             return PushResult(row.id, PushOutcome.FAILED,
                               f"cannot render this reminder: {type(exc).__name__}: {exc}", ErrorKind.INVALID_ROW)
@@ -216,15 +218,20 @@ class PushStep:
 
     @staticmethod
     def _released(request: _Request) -> list[PushResult]:
-        return [PushResult(m.reminder_id, PushOutcome.RELEASED) for m in request.messages]
+        return [PushResult(reminder_id, PushOutcome.RELEASED) for reminder_id in request.rows]
 
     def _collect(self, future: Future[RequestResult]) -> None:
         request = self._in_flight.pop(future)
         result = future.result()  # the client always answers (it never raises for a request)
         now = self.clock.now()
-        by_id = {m.reminder_id: m for m in request.messages}
-        results = [push_result(a, by_id[a.reminder_id], request.rows[a.reminder_id], self.passes, now)
-                   for a in result.answers]
+        answers: dict[str, list[Answer]] = {}
+        for answer in result.answers:
+            answers.setdefault(answer.reminder_id, []).append(answer)
+        sent: dict[str, list[Outbound]] = {}
+        for message in request.messages:
+            sent.setdefault(message.reminder_id, []).append(message)
+        results = [push_result(answers[rid], sent[rid], row, self.passes, now)
+                   for rid, row in request.rows.items() if rid in answers]
         self._unwritten.add(request.claim, results, slots=1)
         self._notice(result)
 

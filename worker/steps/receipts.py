@@ -46,34 +46,34 @@ def receipt_outcome(row: ReceiptRow, receipt: Receipt | None, passes: PassSettin
     if receipt is None:
         horizon = row.sent_at_ts + RECEIPT_HORIZON
         if now >= horizon:
-            return ReceiptResult(row.id, ReceiptOutcome.UNKNOWN, "receipt unknown: Expo had no receipt 24 hours "
-                                 "after accepting the message", ErrorKind.RECEIPT_UNKNOWN)
+            return ReceiptResult(row.id, row.token, ReceiptOutcome.UNKNOWN, "receipt unknown: Expo had no receipt "
+                                 "24 hours after accepting the message", ErrorKind.RECEIPT_UNKNOWN)
         # The last check lands on the horizon, so a receipt is never given up on early.
         later = planner.next_attempt_at(now, row.receipt_checks + 1, MISSING_BASE_SECONDS, MISSING_MAX_SECONDS, rng)
-        return ReceiptResult(row.id, ReceiptOutcome.MISSING, next_check_at=min(later, horizon))
+        return ReceiptResult(row.id, row.token, ReceiptOutcome.MISSING, next_check_at=min(later, horizon))
     if receipt.status == "ok":
-        return ReceiptResult(row.id, ReceiptOutcome.OK)
+        return ReceiptResult(row.id, row.token, ReceiptOutcome.OK)
     code = receipt.error or "error"
     reason = f"delivery failed: {code}" + (f": {receipt.message}" if receipt.message else "")
     if code == "MessageRateExceeded":
         # Not delivered, and the device will take a later message: send it again with backoff.
-        return ReceiptResult(row.id, ReceiptOutcome.RESEND, reason, ErrorKind.EXPO_RATE_EXCEEDED,
+        return ReceiptResult(row.id, row.token, ReceiptOutcome.RESEND, reason, ErrorKind.EXPO_RATE_EXCEEDED,
                              next_attempt_at=planner.next_attempt_at(
                                  now, row.retry_count + 1, passes.retry_base_seconds, passes.retry_max_seconds,
                                  rng))
     if code in CREDENTIAL_ERRORS:
         # The project's FCM/APNs credentials: not the reminder's fault. Send again once fixed.
-        return ReceiptResult(row.id, ReceiptOutcome.DEFERRED, reason, ErrorKind.EXPO_CREDENTIALS,
+        return ReceiptResult(row.id, row.token, ReceiptOutcome.DEFERRED, reason, ErrorKind.EXPO_CREDENTIALS,
                              next_attempt_at=planner.next_attempt_at(
                                  now, 1, max(passes.retry_base_seconds, 1.0), passes.retry_max_seconds, rng))
     if code == "DeviceNotRegistered":
-        return ReceiptResult(row.id, ReceiptOutcome.FAILED, reason, ErrorKind.DEVICE_NOT_REGISTERED, clear_token=True)
-    return ReceiptResult(row.id, ReceiptOutcome.FAILED, reason, ErrorKind.EXPO_REJECTED)
+        return ReceiptResult(row.id, row.token, ReceiptOutcome.FAILED, reason, ErrorKind.DEVICE_NOT_REGISTERED)
+    return ReceiptResult(row.id, row.token, ReceiptOutcome.FAILED, reason, ErrorKind.EXPO_REJECTED)
 
 
-def _later(row_id: str, passes: PassSettings, now: datetime, rng: Any = None) -> ReceiptResult:
+def _later(row: ReceiptRow, passes: PassSettings, now: datetime, rng: Any = None) -> ReceiptResult:
     """Expo could not be asked about this one: release it for a later pass, no check counted."""
-    return ReceiptResult(row_id, ReceiptOutcome.LATER, next_check_at=planner.next_attempt_at(
+    return ReceiptResult(row.id, row.token, ReceiptOutcome.LATER, next_check_at=planner.next_attempt_at(
         now, 1, max(passes.retry_base_seconds, 1.0), passes.retry_max_seconds, rng))
 
 
@@ -129,11 +129,12 @@ def _check_batch(gateway: Gateway, pusher: ExpoPusher, passes: PassSettings, exp
     outcomes: list[ReceiptResult] = []
     for row in rows:
         if isinstance(row, Undecodable):
-            outcomes.append(ReceiptResult(row.id, ReceiptOutcome.UNKNOWN, f"cannot read this reminder's receipt "
-                                          f"columns: {row.reason}", ErrorKind.INVALID_ROW))
+            outcomes.append(ReceiptResult(row.id, row.token or "", ReceiptOutcome.UNKNOWN,
+                                          f"cannot read this reminder's receipt columns: {row.reason}",
+                                          ErrorKind.INVALID_ROW))
             continue
         if row.ticket_id in unanswered:
-            outcomes.append(_later(row.id, passes, now))
+            outcomes.append(_later(row, passes, now))
             continue
         receipt = receipts.get(row.ticket_id)
         if receipt is not None and receipt.error in CREDENTIAL_ERRORS:
