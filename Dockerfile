@@ -1,6 +1,6 @@
 # reminder-worker: one image for every mode.
 #   docker run IMAGE                 -> one pass, then exit (CronJob; default CMD)
-#   docker run IMAGE serve           -> HTTP trigger on :8080 (POST /run, GET /healthz, GET /readyz)
+#   docker run IMAGE serve           -> HTTP trigger on :8080 (POST /run, GET /healthz, /readyz, /metrics)
 #   docker run IMAGE migrate         -> applies the SQL shipped in the package to DATABASE_URL
 #   docker run IMAGE run --loop --interval 60
 # Configuration (DATABASE_URL, SUPABASE_*, GOOGLE_*, EXPO_*, WORKER_TRIGGER_TOKEN, ...) comes from the

@@ -8,3 +8,5 @@ DROP FUNCTION IF EXISTS worker.profiles_on_change();
 
 -- The claims and their writes took new parameters (recurring events' horizon; several devices).
 DROP FUNCTION IF EXISTS public.worker_claim_events(timestamptz, uuid, integer, integer);
+-- worker_claim_reminders gained p_rate and p_lookahead_seconds (the shared Expo schedule).
+DROP FUNCTION IF EXISTS public.worker_claim_reminders(timestamptz, uuid, integer, integer);

@@ -17,3 +17,7 @@ CREATE TRIGGER profiles_check_timezone BEFORE INSERT OR UPDATE OF timezone ON pu
 DROP TRIGGER IF EXISTS preferences_on_change ON public.notification_preferences;
 CREATE TRIGGER preferences_on_change AFTER INSERT OR UPDATE OR DELETE ON public.notification_preferences
     FOR EACH ROW EXECUTE FUNCTION worker.preferences_on_change();
+
+DROP TRIGGER IF EXISTS reminders_forget_tickets ON public.reminders;
+CREATE TRIGGER reminders_forget_tickets AFTER DELETE ON public.reminders
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION worker.reminders_forget_tickets();

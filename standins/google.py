@@ -33,24 +33,46 @@ What the stand-in reproduces, and where it comes from:
   cannotUseDefaultRemindersAndSpecifyOverride``; more than 5 overrides, minutes outside
   0..40320 or a method other than email/popup are ``400 invalid``.
 
+Concurrency is recorded per account, as Google's per-user quota sees it: ``max_in_flight[email]``
+is the most requests that were being answered at once for that account (Calendar calls by the
+calendar's owner, token requests by the refresh token's account), ``max_in_flight_total`` the
+most overall. That is how tests and the benchmark check the worker's per-parent cap from the
+outside.
+
+Run standalone (the events benchmark does, so the server has its own GIL)::
+
+    python -m standins.google --port 0 --latency-ms 50
+
+It prints its base URL on one line and serves until SIGTERM. A process outside can then drive it
+through a small control API that Google does not have, under ``/_standin/``: ``POST
+/_standin/users`` (``[{"email": ..., "refresh_token": ...}, ...]``) registers accounts, ``GET
+/_standin/stats`` answers refreshes by refresh token, request counts by status and the in-flight
+maxima, ``GET /_standin/events`` every stored entry (id, status, private extended properties) by
+calendar.
+
 The stand-in uses only the standard library so that it can run anywhere the tests run.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
+import contextlib
 import copy
 import hashlib
 import json
 import re
 import secrets
+import signal
 import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
+from types import FrameType
 from typing import Any
 
 from standins._server import HttpStandIn, StandInHandler, StandInServer
@@ -73,6 +95,9 @@ _GOOGLE_TOKEN_AUDIENCES = frozenset(
 )
 _MAX_JWT_LIFETIME = 3600
 _CLOCK_SKEW = 300
+
+_CONTROL_PREFIX = "/_standin/"
+"""Path prefix of the stand-in's own control API (not Google's): see the module docstring."""
 
 _EVENT_ID_RE = re.compile(r"[a-v0-9]{5,1024}")
 _MAX_OVERRIDES = 5
@@ -147,6 +172,7 @@ class _FailureRule:
     user: str | None
     method: str | None
     message: str | None = None
+    retry_after: int | None = None
 
 
 @dataclass
@@ -173,13 +199,15 @@ class _ServiceAccount:
 class _ApiError(Exception):
     """Raised inside request handling; turned into Google's error JSON by the handler."""
 
-    def __init__(self, status: int, reason: str, message: str | None = None) -> None:
+    def __init__(self, status: int, reason: str, message: str | None = None,
+                 retry_after: int | None = None) -> None:
         domain, default_message = _ERRORS.get(reason, ("global", HTTPStatus(status).phrase))
         super().__init__(message or default_message)
         self.status = status
         self.reason = reason
         self.domain = domain
         self.message = message or default_message
+        self.retry_after = retry_after
 
 
 class _TokenError(Exception):
@@ -379,17 +407,27 @@ class _Handler(StandInHandler):
 
     def _handle(self) -> None:
         standin = self.server.standin
-        if standin.latency:
-            time.sleep(standin.latency)
         body = self._body()
         url = urllib.parse.urlsplit(self.path)
+        if url.path.startswith(_CONTROL_PREFIX):
+            status, payload = standin._control_request(self.command, url.path, body)
+            self._send(status, payload)
+            return
         if url.path == "/token":
-            status, payload = standin._token_request(self.command, self.headers.get("Content-Type"), body)
+            account = standin._token_account(self.headers.get("Content-Type"), body)
+            with standin._in_flight(account):
+                if standin.latency:
+                    time.sleep(standin.latency)
+                status, payload = standin._token_request(self.command, self.headers.get("Content-Type"), body)
             self._send(status, payload, {"Cache-Control": "no-cache, no-store, max-age=0, must-revalidate"})
             return
-        status, payload, headers = standin._api_request(
-            self.command, url.path, self.headers.get("Authorization"), self.headers.get("If-Match"), body
-        )
+        authorization = self.headers.get("Authorization")
+        with standin._in_flight(standin._owner_hint(url.path, authorization)):
+            if standin.latency:
+                time.sleep(standin.latency)
+            status, payload, headers = standin._api_request(
+                self.command, url.path, authorization, self.headers.get("If-Match"), body
+            )
         self._send(status, payload, headers)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
@@ -414,8 +452,9 @@ class GoogleStandIn(HttpStandIn):
         client_id: str = "test-client-id",
         client_secret: str = "test-client-secret",  # noqa: S107 - a test credential by design
         echo_token_requests: bool = False,
+        port: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(port=port)
         self.latency = latency
         self.client_id = client_id
         self.client_secret = client_secret
@@ -423,6 +462,12 @@ class GoogleStandIn(HttpStandIn):
         self.echo_token_requests = echo_token_requests
         self.refreshes: Counter[str] = Counter()
         self.requests: list[RequestRecord] = []
+        #: Most requests answered at once per account (the calendar's owner, or the account of a
+        #: refresh token), and overall: what the worker's per-parent and total caps look like here.
+        self.max_in_flight: Counter[str] = Counter()
+        self.max_in_flight_total = 0
+        self._in_flight_now: Counter[str] = Counter()
+        self._in_flight_total = 0
         self._lock = threading.RLock()
         self._refresh_tokens: dict[str, str] = {}  # refresh token -> account email
         self._revoked: set[str] = set()
@@ -497,26 +542,105 @@ class GoogleStandIn(HttpStandIn):
         user: str | None = None,
         method: str | None = None,
         message: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         """Make the next ``n`` matching Calendar requests answer ``status`` with Google's error.
 
         Matching happens after the token is authenticated, as with Google's own quota and
         backend errors; ``user`` matches the calendar owner or the token's account. ``message``
         replaces the reason's standard text (in ``error.message`` and ``errors[0].message``); it
-        may hold anything, a NUL character included (sent as JSON's ``\u0000``).
+        may hold anything, a NUL character included (sent as JSON's ``\u0000``). ``retry_after``
+        adds a ``Retry-After: <seconds>`` header, as Google's front end may on a 429 or 503.
         """
         chosen = reason or _DEFAULT_REASONS.get(status)
         if chosen is None:
             raise ValueError(f"no default reason for status {status}; pass reason=")
         with self._lock:
             self._failures.append(
-                _FailureRule(n, status, chosen, user, method.upper() if method else None, message)
+                _FailureRule(n, status, chosen, user, method.upper() if method else None, message, retry_after)
             )
 
     def expire_access_tokens(self) -> None:
         """Invalidate every issued access token so the next API call answers 401 authError."""
         with self._lock:
             self._access_tokens.clear()
+
+    # -- concurrency, as Google's quota sees it --------------------------------------------------
+
+    @contextlib.contextmanager
+    def _in_flight(self, account: str | None) -> Iterator[None]:
+        """Count one request as being answered for ``account`` (None: overall only)."""
+        with self._lock:
+            self._in_flight_total += 1
+            self.max_in_flight_total = max(self.max_in_flight_total, self._in_flight_total)
+            if account is not None:
+                self._in_flight_now[account] += 1
+                self.max_in_flight[account] = max(self.max_in_flight[account], self._in_flight_now[account])
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight_total -= 1
+                if account is not None:
+                    self._in_flight_now[account] -= 1
+
+    def _owner_hint(self, path: str, authorization: str | None) -> str | None:
+        """The calendar owner a Calendar request is for, before it is answered (None if unknown)."""
+        scheme, _, token = (authorization or "").partition(" ")
+        segments = [urllib.parse.unquote(s) for s in path.split("/") if s]
+        with self._lock:
+            issued = self._access_tokens.get(token) if scheme.lower() == "bearer" else None
+        if issued is None or len(segments) < 4:
+            return None
+        calendar_id = segments[3]
+        return issued.principal.email if calendar_id == "primary" else calendar_id
+
+    def _token_account(self, content_type: str | None, body: bytes) -> str | None:
+        """The account a refresh-token grant is for (None for other grants or unknown tokens)."""
+        if content_type and content_type.startswith("application/json"):
+            return None
+        params = dict(urllib.parse.parse_qsl(body.decode(errors="replace")))
+        with self._lock:
+            return self._refresh_tokens.get(params.get("refresh_token") or "")
+
+    # -- control API (the stand-in's own, for a process outside: see the module docstring) ---------
+
+    def stats(self) -> dict[str, Any]:
+        """Refreshes by refresh token, Calendar requests by status, in-flight maxima."""
+        with self._lock:
+            return {
+                "refreshes": dict(self.refreshes),
+                "requests": len(self.requests),
+                "statuses": {str(k): v for k, v in Counter(r.status for r in self.requests).items()},
+                "max_in_flight": dict(self.max_in_flight),
+                "max_in_flight_total": self.max_in_flight_total,
+            }
+
+    def _control_request(self, method: str, path: str, body: bytes) -> tuple[int, Any]:
+        name = path[len(_CONTROL_PREFIX):]
+        if method == "POST" and name == "users":
+            try:
+                accounts = json.loads(body or b"[]")
+                for account in accounts:
+                    self.add_user(str(account["email"]), str(account["refresh_token"]))
+            except (ValueError, TypeError, KeyError) as exc:
+                return 400, {"error": f"expected [{{email, refresh_token}}, ...]: {exc}"}
+            return 200, {"added": len(accounts)}
+        if method == "GET" and name == "stats":
+            return 200, self.stats()
+        if method == "GET" and name == "events":
+            with self._lock:
+                return 200, {
+                    calendar: {
+                        entry_id: {
+                            "status": entry.get("status"),
+                            "private": (entry.get("extendedProperties") or {}).get("private") or {},
+                        }
+                        for entry_id, entry in entries.items()
+                    }
+                    for calendar, entries in self._calendars.items()
+                }
+        return 404, {"error": f"no such control call: {method} {path}"}
 
     # -- token endpoint -------------------------------------------------------------------------
 
@@ -646,6 +770,8 @@ class GoogleStandIn(HttpStandIn):
                     "message": err.message,
                 }
             }
+            if err.retry_after is not None:
+                headers["Retry-After"] = str(err.retry_after)
             if err.reason == "authError":
                 payload["error"]["errors"][0].update(locationType="header", location="Authorization")
                 headers["WWW-Authenticate"] = (
@@ -699,7 +825,7 @@ class GoogleStandIn(HttpStandIn):
             rule.remaining -= 1
             if rule.remaining <= 0:
                 self._failures.remove(rule)
-            raise _ApiError(rule.status, rule.reason, rule.message)
+            raise _ApiError(rule.status, rule.reason, rule.message, rule.retry_after)
 
     def _dispatch(
         self, method: str, calendar: str, event_id: str | None, if_match: str | None, body: bytes
@@ -801,3 +927,35 @@ class GoogleStandIn(HttpStandIn):
         stored.update(replacement)
         self._touch(stored)
         return stored
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: print the base URL on one line, then serve until SIGTERM/SIGINT."""
+    parser = argparse.ArgumentParser(
+        prog="python -m standins.google",
+        description="Local stand-in of Google's OAuth token endpoint and Calendar v3 events.",
+    )
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free port)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="sleep per request, milliseconds")
+    parser.add_argument("--client-id", default="test-client-id", help="the OAuth client id accepted")
+    parser.add_argument("--client-secret", default="test-client-secret", help="that client's secret")
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    standin = GoogleStandIn(latency=args.latency_ms / 1000.0, client_id=args.client_id,
+                            client_secret=args.client_secret, port=args.port)
+    with standin:
+        print(standin.base_url, flush=True)
+        while not stop.wait(0.5):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -277,8 +277,14 @@ class GoogleSettings(_Component):
         "GOOGLE_API_URL", default=DEFAULT_GOOGLE_API_URL,
         doc="base of Google APIs; calendar calls go to `{GOOGLE_API_URL}calendar/v3/...`")
     token_uri: HttpUrl = _env("GOOGLE_TOKEN_URI", default=DEFAULT_GOOGLE_TOKEN_URI, doc="OAuth token endpoint")
-    concurrency: int = _env("CALENDAR_CONCURRENCY", default=8, ge=1, le=64,
-                            doc="parents synced with Google in parallel")
+    concurrency: int = _env("CALENDAR_CONCURRENCY", default=128, ge=1, le=256,
+                            doc="Google Calendar requests in flight at once, over all parents")
+    concurrency_per_parent: int = _env("CALENDAR_CONCURRENCY_PER_PARENT", default=2, ge=1, le=4,
+                                       doc="of those, at most this many for one parent")
+    max_requests_per_second: float = _env(
+        "GOOGLE_MAX_REQUESTS_PER_SECOND", default=150.0, ge=0, le=100_000,
+        doc="Calendar requests per second one worker sends, at most (0 = no limit); Google's default "
+            "quota is 10,000 a minute per project")
 
     @model_validator(mode="after")
     def _pairs(self) -> GoogleSettings:
@@ -322,8 +328,9 @@ class PassSettings(_Component):
                                         doc="days settled reminders are kept, counted from `notify_at_ts`")
     trigger: Annotated[RunTrigger | None, BeforeValidator(_lower)] = _env(
         "WORKER_TRIGGER", default=None, doc="what started `run`, for its history row (the CronJob sets `cron`)")
-    pushgateway_url: HttpUrl | None = _env("PROMETHEUS_PUSHGATEWAY_URL", default=None,
-                                           doc="a Prometheus Pushgateway each pass pushes its metrics to")
+    pushgateway_url: HttpUrl | None = _env(
+        "PROMETHEUS_PUSHGATEWAY_URL", default=None,
+        doc="a Prometheus Pushgateway each pass of `run` pushes its metrics to (`serve` is scraped at /metrics)")
 
 
 class ServeSettings(_Component):

@@ -68,14 +68,21 @@ def scrub(text: str) -> str:
 
 
 def sanitize(text: str) -> str:
-    """Text fit to store in a row: scrubbed of secrets, without NUL characters (Postgres text
-    cannot hold them) and without lone surrogates (they cannot be encoded as UTF-8)."""
-    clean = scrub(text).replace("\x00", "")
+    """Error text fit to store in a row: scrubbed of secrets, and :func:`storable`."""
+    return storable(scrub(text))
+
+
+def storable(text: str) -> str:
+    """Text Postgres can hold: without NUL characters and without lone surrogates (they cannot be
+    encoded as UTF-8). What a parent wrote (a message rendered from their event) needs only this:
+    it is theirs, not a secret of ours, and scrubbing it would cost a regex pass per reminder."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
     try:
-        clean.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
-        clean = clean.encode("utf-8", "replace").decode("utf-8")
-    return clean
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 class _JsonFormatter(logging.Formatter):

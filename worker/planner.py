@@ -187,6 +187,15 @@ def _shorten(text: str, max_chars: int) -> str:
     return text[: max(max_chars - 1, 0)].rstrip() + "…"
 
 
+def _fits(m: Message, overhead: int, max_bytes: int) -> bool:
+    """Whether title and body, in the notification's JSON, plus ``overhead`` take at most
+    ``max_bytes``. No character takes more than 6 bytes in JSON (``\\uXXXX``): text far below the
+    limit fits without a json.dumps (one per reminder, else)."""
+    if overhead + 32 + 6 * (len(m.title) + len(m.body)) <= max_bytes:
+        return True
+    return overhead + len(json.dumps({"title": m.title, "body": m.body}, ensure_ascii=False).encode()) <= max_bytes
+
+
 def render_message(
     *,
     title: str,
@@ -222,16 +231,16 @@ def render_message(
                 body += f" Bring {len(items)} things."
         return Message(head, body)
 
-    def size(m: Message) -> int:
-        return overhead + len(json.dumps({"title": m.title, "body": m.body}, ensure_ascii=False).encode())
+    def fits(m: Message) -> bool:
+        return _fits(m, overhead, max_bytes)
 
     shown = len(items)
     msg = build(head, place, shown)
-    while size(msg) > max_bytes and shown > 0:
+    while not fits(msg) and shown > 0:
         shown -= 1
         msg = build(head, place, shown)
     for limit in (200, 100, 40):
-        if size(msg) <= max_bytes:
+        if fits(msg):
             break
         place = _shorten(place, limit) if place else None
         head = _shorten(head, limit)
@@ -245,12 +254,12 @@ def stored_message(*, title: str, child_name: str | None, text: str, max_bytes: 
     head = title.strip() + (f" ({child_name.strip()})" if child_name and child_name.strip() else "")
     body = text.strip()
 
-    def size(m: Message) -> int:
-        return overhead + len(json.dumps({"title": m.title, "body": m.body}, ensure_ascii=False).encode())
+    def fits(m: Message) -> bool:
+        return _fits(m, overhead, max_bytes)
 
     msg = Message(head, body)
     for limit in (2000, 1000, 500, 200):
-        if size(msg) <= max_bytes:
+        if fits(msg):
             break
         msg = Message(_shorten(head, min(limit, 200)), _shorten(body, limit))
     return msg

@@ -5,9 +5,10 @@ cannot turn into its types (a year-10000 start, 'infinity', a list that is not a
 :class:`Undecodable` naming the column and the value, and the step records it as that row's
 failure: one bad row never stops a batch.
 
-Writing: every record has ``wire()``, the JSON the SQL function takes. All free text passes
-:func:`worker.logs.sanitize` there (the one place): secrets scrubbed, NUL characters removed (Postgres
-text cannot hold them, and one would make the whole batch's write fail).
+Writing: every record has ``wire()``, the JSON the SQL function takes. All free text is made fit
+to store there (the one place): NUL characters removed (Postgres text cannot hold them, and one would
+make the whole batch's write fail) and, in error text, secrets scrubbed (:func:`worker.logs.sanitize`;
+message text is the parent's own and only loses what Postgres cannot hold, :func:`worker.logs.storable`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any, TypeVar
 
-from worker.logs import sanitize
+from worker.logs import sanitize, storable
 from worker.vocabulary import ErrorKind, EventOutcome, PushOutcome, ReceiptOutcome
 
 T = TypeVar("T")
@@ -228,7 +229,7 @@ class ReminderRow:
     devices: tuple[Device, ...]  # every token of the owner (profile or metadata, and public.push_tokens)
     timezone: str | None
     planned_by_worker: bool = True
-    stored_message: str | None = None  # a row the app wrote before the worker: its own text
+    stored_message: str | None = None  # reminders.message; for a row the app wrote before the worker, the text sent
     row_push_token: str | None = None  # ... and its own token, the fallback when the owner has none
 
     def __repr__(self) -> str:  # the push token stays out of reprs and tracebacks
@@ -283,6 +284,14 @@ class ReminderClaim:
     cancelled: int
     expired: int
     superseded: int = 0
+    # The shared Expo schedule (PUSH_RATE_LIMIT), in durations from when the database answered
+    # (``answered_at``, time.monotonic()): the claim's sends are booked from ``send_in`` seconds on,
+    # one message every 1/rate s (None: no limit). ``wait`` seconds: the schedule is booked too far
+    # ahead, nothing was claimed; ask again then.
+    send_in: float | None = None
+    rate: float | None = None
+    wait: float | None = None
+    answered_at: float = 0.0
 
 
 # --- what the steps write -----------------------------------------------------------------------
@@ -297,6 +306,8 @@ class CalendarOutcome:
     google_calendar_id: str | None
     error: str | None = None
     kind: ErrorKind | None = None
+    #: For a retry: seconds Google asked to wait first (``Retry-After``), if it said.
+    retry_after: float | None = None
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -334,7 +345,7 @@ class EventResult:
                 "error_kind": self.error_kind.value if self.error_kind else None,
                 "next_attempt_at": _iso(self.next_attempt_at), "planned_until": _iso(self.planned_until),
                 "reminders": [{"notify_at_ts": r.notify_at_ts.isoformat(), "occurs_at": _iso(r.occurs_at),
-                               "message": sanitize(r.message)} for r in self.reminders]}
+                               "message": storable(r.message)} for r in self.reminders]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,8 +357,7 @@ class PushResult:
     error: str | None = None
     error_kind: ErrorKind | None = None
     next_attempt_at: datetime | None = None
-    message: str | None = None  # the text sent (title and body), stored in reminders.message
-    push_token: str | None = None  # the first device it was sent to (reminders.push_token)
+    message: str | None = None  # the text sent (title and body) when it differs from reminders.message
     tickets: tuple[tuple[str, str], ...] = ()  # (device token, Expo ticket id) of each device that took it
     dead_tokens: tuple[str, ...] = ()  # devices Expo says are gone (DeviceNotRegistered)
 
@@ -355,12 +365,22 @@ class PushResult:
         return f"PushResult(id={self.id!r}, outcome={self.outcome.value!r}, error_kind={self.error_kind})"
 
     def wire(self) -> dict[str, Any]:
-        return {"id": self.id, "outcome": self.outcome.value, "error": _clean(self.error),
-                "error_kind": self.error_kind.value if self.error_kind else None,
-                "next_attempt_at": _iso(self.next_attempt_at), "message": _clean(self.message),
-                "push_token": self.push_token,
-                "tickets": [{"token": token, "ticket_id": ticket} for token, ticket in self.tickets],
-                "dead_tokens": list(self.dead_tokens)}
+        """Only what the database does not know, and no key for an empty value (it reads them as
+        null): a thousand outcomes are a few dozen kilobytes, not a few hundred."""
+        doc: dict[str, Any] = {"id": self.id, "outcome": self.outcome.value}
+        if self.error:
+            doc["error"] = _clean(self.error)
+        if self.error_kind is not None:
+            doc["error_kind"] = self.error_kind.value
+        if self.next_attempt_at is not None:
+            doc["next_attempt_at"] = self.next_attempt_at.isoformat()
+        if self.message is not None:
+            doc["message"] = storable(self.message)
+        if self.tickets:
+            doc["tickets"] = [[token, ticket] for token, ticket in self.tickets]
+        if self.dead_tokens:
+            doc["dead_tokens"] = list(self.dead_tokens)
+        return doc
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,28 @@ def start_worker(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
                             stderr=subprocess.PIPE, text=True)
 
 
+def passes_at_once(count: int, env: dict[str, str], now: datetime, logs: Path,
+                   timeout: float = 120) -> tuple[list[int], list[str]]:
+    """``count`` processes of ``run --now NOW`` started together; their exit codes and stderr
+    (each written to a file under ``logs``, not a pipe, so no process blocks on a full one)."""
+    paths = [logs / f"worker-{i}.log" for i in range(count)]
+    handles = [path.open("wb") for path in paths]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for handle in handles:
+            procs.append(subprocess.Popen([sys.executable, MAIN, "run", "--now", now.isoformat()], env=env,
+                                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=handle))
+        codes = [proc.wait(timeout=timeout) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+        for handle in handles:
+            handle.close()
+    return codes, [path.read_text() for path in paths]
+
+
 def summary_of(stderr: str) -> dict[str, Any]:
     """The pass's summary line (the last ``pass.summary`` JSON line on stderr)."""
     for line in reversed(stderr.splitlines()):

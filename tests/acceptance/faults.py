@@ -192,11 +192,17 @@ class StormReport:
         return f"kill storm: kills={len(per_kill)} duplicates total={total} per kill max={worst} mean={mean:.1f}"
 
 
-def killed_pass(env: dict[str, str], expo: ExpoStandIn, now: datetime, kill_after: float) -> StormPass:
-    """Start `run --now now` and SIGKILL it ``kill_after`` seconds later (if it is still running)."""
+def killed_pass(env: dict[str, str], expo: ExpoStandIn, now: datetime, kill_after: float, *,
+                from_first_send: bool = False) -> StormPass:
+    """Start `run --now now` and SIGKILL it ``kill_after`` seconds later (if it is still running);
+    with ``from_first_send``, ``kill_after`` seconds after its first message reached Expo."""
     record = StormPass(now=now, first=len(expo.messages), kill_after=kill_after)
     proc = start_worker("run", "--now", now.isoformat(), env=env)
     try:
+        if from_first_send:
+            give_up = time.monotonic() + 30
+            while len(expo.messages) == record.first and proc.poll() is None and time.monotonic() < give_up:
+                time.sleep(0.005)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=kill_after)
         proc.send_signal(signal.SIGKILL)  # a no-op when it already finished
@@ -242,14 +248,14 @@ def attribute_duplicates(expo: ExpoStandIn, passes: Sequence[StormPass]) -> dict
 
 def kill_storm(env: dict[str, str], expo: ExpoStandIn, start: datetime, *, kills: int, seed: int,
                step: timedelta, kill_window: tuple[float, float], done: Callable[[], bool],
-               max_final_passes: int = 15) -> StormReport:
+               max_final_passes: int = 15, from_first_send: bool = False) -> StormReport:
     """``kills`` passes each SIGKILLed at a seeded random instant, the clock moving ``step`` each
     time, then passes without a kill until ``done()``."""
     rng = Random(seed)
     passes: list[StormPass] = []
     now = start
     for _ in range(kills):
-        passes.append(killed_pass(env, expo, now, rng.uniform(*kill_window)))
+        passes.append(killed_pass(env, expo, now, rng.uniform(*kill_window), from_first_send=from_first_send))
         now += step
     for _ in range(max_final_passes):
         final = plain_pass(env, expo, now)

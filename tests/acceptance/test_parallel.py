@@ -7,8 +7,6 @@ together split the due reminders between them instead of sending any twice.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,7 +16,7 @@ import psycopg
 
 from standins.expo import ExpoStandIn
 from tests import seed
-from tests.acceptance.cli import MAIN, ROOT, clean_env
+from tests.acceptance.cli import clean_env, passes_at_once
 
 NOW = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -36,22 +34,7 @@ def test_three_workers_at_once_send_every_reminder_exactly_once(db: psycopg.Conn
     expo.latency = 0.1  # each Expo request takes a while, so the three passes overlap
     env = clean_env(DATABASE_URL=db_url, EXPO_API_URL=expo.url, PUSH_RETRY_WAIT="0", WORKER_BATCH_SIZE="100",
                     PUSH_CONCURRENCY="2")
-    logs = [tmp_path / f"worker-{i}.log" for i in range(3)]
-    procs: list[subprocess.Popen[bytes]] = []
-    handles = [path.open("wb") for path in logs]
-    try:
-        for handle in handles:
-            procs.append(subprocess.Popen([sys.executable, MAIN, "run", "--now", NOW.isoformat()], env=env,
-                                          cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT))
-        codes = [proc.wait(timeout=60) for proc in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(timeout=10)
-        for handle in handles:
-            handle.close()
-    outputs = [path.read_text() for path in logs]
+    codes, outputs = passes_at_once(3, env, NOW, tmp_path)
     assert codes == [0, 0, 0], outputs
     assert len(expo.messages) == 600
     ids = Counter(m["data"]["reminder_id"] for m in expo.messages)

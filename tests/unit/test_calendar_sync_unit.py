@@ -228,3 +228,48 @@ def test_service_account_credentials_never_start_the_regional_access_boundary_lo
     creds._rab_manager.refresh_manager.start_refresh = lambda *a: started.append(a)
     creds._maybe_start_regional_access_boundary_refresh(None, "https://www.googleapis.com/calendar/v3/x")
     assert started == []
+
+
+# -- Retry-After ------------------------------------------------------------------------------------
+
+
+def _rate_limited(retry_after: str | None) -> HttpError:
+    headers: dict[str, Any] = {"status": 429}
+    if retry_after is not None:
+        headers["retry-after"] = retry_after
+    content = json.dumps({"error": {"errors": [{"domain": "usageLimits", "reason": "rateLimitExceeded",
+                                                "message": "Rate Limit Exceeded"}], "code": 429}}).encode()
+    return HttpError(httplib2.Response(headers), content, uri="http://x/calendar/v3/...")
+
+
+def test_a_rate_limit_carries_googles_retry_after_as_seconds_or_a_date() -> None:
+    import email.utils
+
+    assert google.retry_after_seconds(_rate_limited("120")) == 120.0
+    when = email.utils.format_datetime(datetime(2026, 11, 22, 9, 1, tzinfo=UTC), usegmt=True)
+    assert google.retry_after_seconds(_rate_limited(when), now=datetime(2026, 11, 22, 9, 0, tzinfo=UTC).timestamp()) \
+        == pytest.approx(60.0)
+    assert google.retry_after_seconds(_rate_limited("soon")) is None
+    assert google.retry_after_seconds(_rate_limited(None)) is None
+    failure = cs.classify_exception(_rate_limited("120"))
+    assert failure is not None
+    assert (failure.kind, failure.stop_user, failure.retry_after) == (ErrorKind.GOOGLE_RATE_LIMITED, True, 120.0)
+    assert cs.classify_exception(http_error(503, "backendError")).retry_after is None  # type: ignore[union-attr]
+
+
+def test_the_next_try_waits_for_retry_after_but_never_past_the_longest_backoff() -> None:
+    from worker.records import CalendarOutcome
+    from worker.steps.events import plan_event
+
+    passes = Settings.from_env({"RETRY_BASE_SECONDS": "30", "RETRY_MAX_SECONDS": "3600"}).passes
+    now = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+
+    def next_try(retry_after: float | None) -> datetime:
+        outcome = CalendarOutcome(EventOutcome.RETRY, None, "rate limited", ErrorKind.GOOGLE_RATE_LIMITED, retry_after)
+        result = plan_event(row(attempts=0), outcome, passes, now)
+        assert result.next_attempt_at is not None
+        return result.next_attempt_at
+
+    assert next_try(None) <= now + timedelta(seconds=60)  # the backoff's first step (with jitter)
+    assert next_try(600) == now + timedelta(seconds=600)
+    assert next_try(86400) == now + timedelta(seconds=3600)

@@ -27,6 +27,13 @@ DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 CRON = REPO / "cron.yaml"
 SERVE = REPO / "deploy" / "serve.yaml"
+LOOP = REPO / "deploy" / "worker-deployment.yaml"
+PROMETHEUS_RULE = REPO / "deploy" / "prometheus-rules.yaml"
+SERVICE_MONITOR = REPO / "deploy" / "servicemonitor.yaml"
+#: Manifests of Kubernetes' own kinds, validated against its schemas.
+CORE_MANIFESTS = (CRON, SERVE, LOOP)
+#: Manifests of the Prometheus Operator's kinds (CRDs): kubernetes-validate has no schema for them.
+CRD_MANIFESTS = (PROMETHEUS_RULE, SERVICE_MONITOR)
 UNIT = REPO / "deploy" / "reminder-worker.service"
 ENV_EXAMPLE = REPO / "deploy" / "reminder-worker.env.example"
 
@@ -68,9 +75,13 @@ PLAIN_VARS = frozenset(
 ALL_VARS = SECRET_VARS | PLAIN_VARS
 # Features that are optional: a missing key must not keep the pod from starting.
 OPTIONAL_SECRETS = frozenset({v for v in SECRET_VARS if v.startswith(("GOOGLE_", "EXPO_", "SUPABASE_"))})
-# The CronJob never serves HTTP, so it does not get the trigger token; it tells worker_runs it is cron.
-CRON_ONLY_VARS = frozenset({"WORKER_TRIGGER"})
+# The CronJob never serves HTTP, so it does not get the trigger token; it tells worker_runs it is cron,
+# and pushes its metrics to a Pushgateway (serve is scraped instead).
+CRON_ONLY_VARS = frozenset({"WORKER_TRIGGER", "PROMETHEUS_PUSHGATEWAY_URL"})
 CRON_VARS = (ALL_VARS - {"WORKER_TRIGGER_TOKEN"}) | CRON_ONLY_VARS
+# `run --loop` records itself as 'loop' whatever WORKER_TRIGGER says; it pushes like the CronJob.
+LOOP_VARS = CRON_VARS - {"WORKER_TRIGGER"}
+CONFIG_EXIT_CODE = 2  # `run` exits 2 for invalid configuration or a schema behind the code
 
 SECRETISH_NAME = re.compile(
     r"SECRET|TOKEN|PASSW|PRIVATE|CREDENTIAL|API_?KEY|ACCESS_KEY|ROLE_KEY|DATABASE_URL|DSN|_KEY$",
@@ -262,11 +273,18 @@ def check_cronjob(cron: dict[str, Any]) -> Problems:
     for key in ("successfulJobsHistoryLimit", "failedJobsHistoryLimit"):
         if not isinstance(spec.get(key), int):
             problems.append(f"spec.{key} is not set")
+    # A failed pod's logs must outlive the next few minutes' runs: at least 10 failed Jobs are kept.
+    if not isinstance(spec.get("failedJobsHistoryLimit"), int) or spec["failedJobsHistoryLimit"] < 10:
+        problems.append(f"failedJobsHistoryLimit is {spec.get('failedJobsHistoryLimit')!r}, want at least 10")
     job = spec["jobTemplate"]["spec"]
     if job.get("backoffLimit") != 1:
         problems.append(f"backoffLimit is {job.get('backoffLimit')!r}, want 1")
-    if not isinstance(job.get("ttlSecondsAfterFinished"), int):
+    ttl = job.get("ttlSecondsAfterFinished")
+    if not isinstance(ttl, int):
         problems.append("ttlSecondsAfterFinished is not set")
+    elif ttl < 3600:
+        problems.append(f"ttlSecondsAfterFinished is {ttl}: a failed pod's logs must stay for an hour at least")
+    problems += check_pod_failure_policy(job)
     deadline = job.get("activeDeadlineSeconds")
     pod = job["template"]["spec"]
     grace = pod.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
@@ -283,6 +301,71 @@ def check_cronjob(cron: dict[str, Any]) -> Problems:
     if container.get("command"):
         problems.append("command overrides the image ENTRYPOINT")
     problems += check_env(container, CRON_VARS)
+    return problems
+
+
+def check_pod_failure_policy(job: dict[str, Any]) -> Problems:
+    """Exit 2 (configuration) fails the Job at once: a retry cannot fix it."""
+    problems: Problems = []
+    rules = (job.get("podFailurePolicy") or {}).get("rules") or []
+    fail_on_config = [
+        r for r in rules
+        if r.get("action") == "FailJob"
+        and (r.get("onExitCodes") or {}).get("operator") == "In"
+        and CONFIG_EXIT_CODE in ((r.get("onExitCodes") or {}).get("values") or [])
+    ]
+    if not fail_on_config:
+        problems.append(f"podFailurePolicy has no FailJob rule on exit code {CONFIG_EXIT_CODE}")
+    containers = {c["name"] for c in job["template"]["spec"].get("containers") or []}
+    for rule in fail_on_config:
+        name = rule["onExitCodes"].get("containerName")
+        if name is not None and name not in containers:
+            problems.append(f"podFailurePolicy names container {name!r}, not one of {sorted(containers)}")
+        if 0 in rule["onExitCodes"]["values"]:
+            problems.append("podFailurePolicy: exit code 0 cannot be used with In")
+    # Kubernetes rejects a podFailurePolicy unless the pods never restart in place.
+    if rules and job["template"]["spec"].get("restartPolicy") != "Never":
+        problems.append("podFailurePolicy needs restartPolicy: Never")
+    return problems
+
+
+def check_loop(docs: list[dict[str, Any]]) -> Problems:
+    """deploy/worker-deployment.yaml: `run --loop` replicas, hardened, with the CronJob's configuration."""
+    problems: Problems = []
+    deploy = only(docs, "Deployment")
+    spec = deploy["spec"]
+    if not isinstance(spec.get("replicas"), int) or spec["replicas"] < 2:
+        problems.append(f"replicas is {spec.get('replicas')!r}: a scale-out shape has at least 2")
+    template_labels = spec["template"]["metadata"]["labels"]
+    selector = spec["selector"]["matchLabels"]
+    if not selector or any(template_labels.get(k) != v for k, v in selector.items()):
+        problems.append("Deployment selector does not match its pod labels")
+    if template_labels.get("app.kubernetes.io/component") == "serve":
+        problems.append("loop pods carry component=serve: serve's Service would send POST /run to them")
+    pod = spec["template"]["spec"]
+    grace = int(pod.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS))
+    if grace < 60:
+        problems.append("terminationGracePeriodSeconds too short for a pass to finish")
+    if grace >= LEASE_SECONDS:
+        problems.append("terminationGracePeriodSeconds reaches the row lease")
+    if pod.get("restartPolicy", "Always") != "Always":
+        problems.append("a Deployment's pods must restart")
+    problems += check_pod_hardening(pod)
+    container = pod["containers"][0]
+    args = container.get("args") or []
+    if args[:2] != ["run", "--loop"] or "--interval" not in args:
+        problems.append(f"args are {args!r}, want ['run', '--loop', '--interval', N]")
+    if container.get("command"):
+        problems.append("command overrides the image ENTRYPOINT")
+    if container.get("ports"):
+        problems.append("loop pods serve nothing: no ports")
+    problems += check_env(container, LOOP_VARS)
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    for policy in policies:
+        if policy["spec"].get("podSelector", {}).get("matchLabels") != selector:
+            problems.append("NetworkPolicy does not select the loop pods")
+        if policy["spec"].get("ingress"):
+            problems.append("NetworkPolicy lets traffic in to pods that serve nothing")
     return problems
 
 
@@ -567,6 +650,11 @@ def serve_docs() -> list[dict[str, Any]]:
     return load_docs(SERVE)
 
 
+@pytest.fixture(scope="module")
+def loop_docs() -> list[dict[str, Any]]:
+    return load_docs(LOOP)
+
+
 def _bad_dockerfile(tmp_path: Path) -> Path:
     bad = tmp_path / "Dockerfile"
     bad.write_text(
@@ -608,7 +696,7 @@ def test_kubernetes_validate_ships_the_versions_validated_against() -> None:
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
-@pytest.mark.parametrize("path", [CRON, SERVE], ids=["cron.yaml", "deploy/serve.yaml"])
+@pytest.mark.parametrize("path", CORE_MANIFESTS, ids=[str(p.relative_to(REPO)) for p in CORE_MANIFESTS])
 def test_manifests_validate_strictly(path: Path, version: str) -> None:
     import kubernetes_validate
 
@@ -623,6 +711,21 @@ def test_manifests_validate_strictly(path: Path, version: str) -> None:
             where = ".".join(str(p) for p in exc.path)
             pytest.fail(f"{path.name}: {doc['kind']}/{doc['metadata']['name']}: {where}: {exc.message[:500]}")
         assert checked == version, f"validated against {checked}, not {version}"
+
+
+@pytest.mark.parametrize("path", CRD_MANIFESTS, ids=[str(p.relative_to(REPO)) for p in CRD_MANIFESTS])
+def test_kubernetes_validate_has_no_schema_for_the_operators_kinds(path: Path) -> None:
+    """kubernetes-validate ships Kubernetes' own schemas only: it cannot check a PrometheusRule or a
+    ServiceMonitor (CRDs of the Prometheus Operator). Their structure is checked below instead
+    (check_prometheus_rule, check_service_monitor), and promtool checks the rules themselves
+    (tests/unit/test_alerts.py). Should a later kubernetes-validate know them, this fails: then
+    validate them here like the others."""
+    import kubernetes_validate
+
+    for doc in load_docs(path):
+        assert doc["apiVersion"] == "monitoring.coreos.com/v1", doc["apiVersion"]
+        with pytest.raises(kubernetes_validate.SchemaNotFoundError):
+            kubernetes_validate.validate(doc, KUBE_VERSIONS[-1], strict=True)
 
 
 def test_strict_validation_rejects_unknown_fields_and_kinds(cron_docs: list[dict[str, Any]]) -> None:
@@ -655,13 +758,139 @@ def test_serve_yaml_is_a_hardened_deployment_and_service(serve_docs: list[dict[s
     assert check_serve(serve_docs) == []
 
 
-def test_manifests_hold_no_literal_secret(
-    cron_docs: list[dict[str, Any]], serve_docs: list[dict[str, Any]]
+def test_cronjob_fails_at_once_on_a_configuration_error(cron_docs: list[dict[str, Any]]) -> None:
+    job = cron_docs[0]["spec"]["jobTemplate"]["spec"]
+    rules = job["podFailurePolicy"]["rules"]
+    assert rules[0] == {"action": "FailJob",
+                        "onExitCodes": {"containerName": "worker", "operator": "In", "values": [CONFIG_EXIT_CODE]}}
+    assert job["template"]["spec"]["restartPolicy"] == "Never"
+    assert job["ttlSecondsAfterFinished"] >= 86400
+
+
+def test_worker_deployment_is_hardened_loop_replicas(loop_docs: list[dict[str, Any]]) -> None:
+    kinds = sorted(d["kind"] for d in loop_docs)
+    assert kinds in (["Deployment"], ["Deployment", "NetworkPolicy"]), kinds
+    assert check_loop(loop_docs) == []
+
+
+def test_loop_runs_the_cronjobs_configuration(
+    cron_docs: list[dict[str, Any]], loop_docs: list[dict[str, Any]]
 ) -> None:
-    for path in (CRON, SERVE):
+    cron_env = {e["name"]: e for e in pod_spec_of(cron_docs[0])["containers"][0]["env"]}
+    loop_env = {e["name"]: e for e in pod_spec_of(only(loop_docs, "Deployment"))["containers"][0]["env"]}
+    assert set(cron_env) - set(loop_env) == {"WORKER_TRIGGER"}
+    assert {k: v for k, v in cron_env.items() if k != "WORKER_TRIGGER"} == loop_env
+    cron_pod, loop_pod = pod_spec_of(cron_docs[0]), pod_spec_of(only(loop_docs, "Deployment"))
+    assert cron_pod["securityContext"] == loop_pod["securityContext"]
+    assert cron_pod["containers"][0]["securityContext"] == loop_pod["containers"][0]["securityContext"]
+
+
+def check_prometheus_rule(doc: dict[str, Any]) -> Problems:
+    """What the Operator's CRD schema would say of a PrometheusRule, and what the runbook needs."""
+    problems: Problems = []
+    if (doc.get("apiVersion"), doc.get("kind")) != ("monitoring.coreos.com/v1", "PrometheusRule"):
+        problems.append(f"not a monitoring.coreos.com/v1 PrometheusRule: {doc.get('apiVersion')} {doc.get('kind')}")
+    if not (doc.get("metadata") or {}).get("name"):
+        problems.append("metadata.name is missing")
+    spec = doc.get("spec") or {}
+    if set(spec) != {"groups"}:
+        problems.append(f"spec has {sorted(spec)}, want only groups")
+    groups = spec.get("groups") or []
+    names = [g.get("name") for g in groups]
+    if not groups or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        problems.append(f"group names must be present and unique: {names!r}")
+    duration = re.compile(r"^((\d+)y)?((\d+)w)?((\d+)d)?((\d+)h)?((\d+)m)?((\d+)s)?((\d+)ms)?$")
+    for group in groups:
+        extra = set(group) - {"name", "interval", "rules", "partial_response_strategy", "limit",
+                              "query_offset", "labels"}
+        if extra:
+            problems.append(f"group {group.get('name')}: unknown fields {sorted(extra)}")
+        for rule in group.get("rules") or []:
+            what = rule.get("alert") or rule.get("record")
+            if ("alert" in rule) == ("record" in rule):
+                problems.append(f"{what}: a rule is either an alert or a record")
+            extra = set(rule) - {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
+            if extra:
+                problems.append(f"{what}: unknown fields {sorted(extra)}")
+            if not isinstance(rule.get("expr"), str) or not rule["expr"].strip():
+                problems.append(f"{what}: expr is not a string")
+            if "for" in rule and not (isinstance(rule["for"], str) and rule["for"] and duration.match(rule["for"])):
+                problems.append(f"{what}: for {rule['for']!r} is not a duration")
+            for key in ("labels", "annotations"):
+                value = rule.get(key, {})
+                if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                    problems.append(f"{what}: {key} must map to strings")
+            if "alert" in rule:
+                if (rule.get("labels") or {}).get("severity") not in ("warning", "critical"):
+                    problems.append(f"{what}: severity label is not warning or critical")
+                missing = {"summary", "description", "runbook_url"} - set(rule.get("annotations") or {})
+                if missing:
+                    problems.append(f"{what}: annotations {sorted(missing)} are missing")
+            elif "annotations" in rule or "for" in rule:
+                problems.append(f"{what}: a record has no for or annotations")
+    return problems
+
+
+def check_service_monitor(doc: dict[str, Any], service: dict[str, Any]) -> Problems:
+    problems: Problems = []
+    if (doc.get("apiVersion"), doc.get("kind")) != ("monitoring.coreos.com/v1", "ServiceMonitor"):
+        problems.append("not a monitoring.coreos.com/v1 ServiceMonitor")
+    selector = ((doc.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    labels = service["metadata"].get("labels") or {}
+    if not selector or any(labels.get(k) != v for k, v in selector.items()):
+        problems.append(f"selector {selector!r} does not match serve's Service labels {labels!r}")
+    ports = {p.get("name") for p in service["spec"].get("ports") or []}
+    endpoints = (doc.get("spec") or {}).get("endpoints") or []
+    if not endpoints:
+        problems.append("no endpoints")
+    for endpoint in endpoints:
+        if endpoint.get("port") not in ports:
+            problems.append(f"endpoint port {endpoint.get('port')!r} is not a named port of the Service {ports}")
+        if endpoint.get("path") != "/metrics":
+            problems.append(f"endpoint path is {endpoint.get('path')!r}, want /metrics")
+        if endpoint.get("bearerTokenSecret") or endpoint.get("authorization"):
+            problems.append("endpoint sends a credential: /metrics needs none (never the trigger token)")
+    return problems
+
+
+def test_prometheus_rule_is_well_formed() -> None:
+    docs = load_docs(PROMETHEUS_RULE)
+    assert [d["kind"] for d in docs] == ["PrometheusRule"]
+    assert check_prometheus_rule(docs[0]) == []
+
+
+def test_service_monitor_scrapes_serves_metrics(serve_docs: list[dict[str, Any]]) -> None:
+    docs = load_docs(SERVICE_MONITOR)
+    assert [d["kind"] for d in docs] == ["ServiceMonitor"]
+    assert check_service_monitor(docs[0], only(serve_docs, "Service")) == []
+
+
+def test_monitoring_checkers_catch_weakened_manifests(serve_docs: list[dict[str, Any]]) -> None:
+    rule = copy.deepcopy(load_docs(PROMETHEUS_RULE)[0])
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    del alerts[0]["annotations"]["runbook_url"]
+    alerts[1]["for"] = "five minutes"
+    alerts[2]["labels"]["severity"] = "page"
+    rule["spec"]["groups"][0]["rules"][0]["alert"] = "Both"
+    rule["spec"]["extra"] = True
+    problems = "\n".join(check_prometheus_rule(rule))
+    for needle in ("runbook_url", "not a duration", "severity", "either an alert or a record", "want only groups"):
+        assert needle in problems, needle
+    monitor = copy.deepcopy(load_docs(SERVICE_MONITOR)[0])
+    monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] = "cron"
+    monitor["spec"]["endpoints"][0].update(port="metrics", path="/", bearerTokenSecret={"name": "x", "key": "y"})
+    problems = "\n".join(check_service_monitor(monitor, only(serve_docs, "Service")))
+    for needle in ("does not match serve's Service", "not a named port", "want /metrics", "sends a credential"):
+        assert needle in problems, needle
+
+
+def test_manifests_hold_no_literal_secret(
+    cron_docs: list[dict[str, Any]], serve_docs: list[dict[str, Any]], loop_docs: list[dict[str, Any]]
+) -> None:
+    for path in CORE_MANIFESTS + CRD_MANIFESTS:
         text = path.read_text(encoding="utf-8")
         assert not SECRETISH_VALUE.search(text), f"{path.name} contains something that looks like a secret"
-    assert not [d for d in cron_docs + serve_docs if d["kind"] == "Secret"], "a Secret object is committed"
+    assert not [d for d in cron_docs + serve_docs + loop_docs if d["kind"] == "Secret"], "a Secret object is committed"
 
 
 def test_cron_and_serve_run_the_same_configuration(
@@ -689,6 +918,9 @@ def test_manifest_checkers_catch_weakened_manifests(
     container["securityContext"]["readOnlyRootFilesystem"] = False
     container["env"][0] = {"name": "DATABASE_URL", "value": "postgresql://u:p@db/x"}
     container["env"].append({"name": "STRIPE_API_KEY", "value": "sk_live_x"})
+    job["ttlSecondsAfterFinished"] = 600
+    cron["spec"]["failedJobsHistoryLimit"] = 3
+    job["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] = [1]
     problems = "\n".join(check_cronjob(cron))
     for needle in (
         "concurrencyPolicy",
@@ -697,8 +929,14 @@ def test_manifest_checkers_catch_weakened_manifests(
         "readOnlyRootFilesystem",
         "DATABASE_URL: secret given as a literal value",
         "STRIPE_API_KEY: secret not taken from a secretKeyRef",
+        "ttlSecondsAfterFinished is 600",
+        "failedJobsHistoryLimit is 3",
+        "no FailJob rule on exit code 2",
     ):
         assert needle in problems, needle
+    retried = copy.deepcopy(cron_docs[0])["spec"]["jobTemplate"]["spec"]
+    retried["template"]["spec"]["restartPolicy"] = "OnFailure"
+    assert "podFailurePolicy needs restartPolicy: Never" in check_pod_failure_policy(retried)
 
     serve = copy.deepcopy(serve_docs)
     deploy = only(serve, "Deployment")
@@ -716,6 +954,27 @@ def test_manifest_checkers_catch_weakened_manifests(
         "missing ['WORKER_TRIGGER_TOKEN']",
         "google-client-secret",
     ):
+        assert needle in problems, needle
+
+
+def test_loop_checker_catches_a_weakened_deployment(loop_docs: list[dict[str, Any]]) -> None:
+    docs = copy.deepcopy(loop_docs)
+    deploy = only(docs, "Deployment")
+    deploy["spec"]["replicas"] = 1
+    pod = deploy["spec"]["template"]["spec"]
+    pod["terminationGracePeriodSeconds"] = 300
+    c = pod["containers"][0]
+    c["args"] = ["run"]
+    c["securityContext"]["readOnlyRootFilesystem"] = False
+    c["ports"] = [{"containerPort": 8080}]
+    c["env"].append({"name": "WORKER_TRIGGER_TOKEN", "value": "abc"})
+    for d in docs:
+        if d["kind"] == "NetworkPolicy":
+            d["spec"]["ingress"] = [{"ports": [{"port": 8080}]}]
+    problems = "\n".join(check_loop(docs))
+    for needle in ("replicas is 1", "reaches the row lease", "want ['run', '--loop'", "readOnlyRootFilesystem",
+                   "no ports", "WORKER_TRIGGER_TOKEN: secret given as a literal value",
+                   "lets traffic in"):
         assert needle in problems, needle
 
 

@@ -3,6 +3,7 @@ sanitised in one place; the one rate limiter never lets more than its limit thro
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +49,23 @@ def test_written_text_is_sanitised_in_one_place() -> None:
     assert wire["error_kind"] == "expo_rate_exceeded"
     assert "\x00" not in sanitize("a\x00b")
     wire["error"].encode("utf-8")  # no lone surrogate left
+
+
+def test_an_outcome_carries_only_what_the_database_does_not_know() -> None:
+    """The database has the message text (reminders.message) and the devices: a sent outcome is
+    its id, its word and its tickets; empty values have no key (the SQL reads them as null)."""
+    sent = PushResult("r1", PushOutcome.SENT, tickets=(("ExponentPushToken[a]", "t-1"),))
+    assert sent.wire() == {"id": "r1", "outcome": "sent", "tickets": [["ExponentPushToken[a]", "t-1"]]}
+    retry = PushResult("r2", PushOutcome.RETRY, "Expo answered 503", ErrorKind.EXPO_UNAVAILABLE,
+                       datetime(2026, 11, 22, 9, 5, tzinfo=UTC), message="Swim\nToday 9:00",
+                       dead_tokens=("ExponentPushToken[b]",))
+    assert retry.wire() == {"id": "r2", "outcome": "retry", "error": "Expo answered 503",
+                            "error_kind": "expo_unavailable", "next_attempt_at": "2026-11-22T09:05:00+00:00",
+                            "message": "Swim\nToday 9:00", "dead_tokens": ["ExponentPushToken[b]"]}
+    thousand = json.dumps([PushResult(f"{i:036d}", PushOutcome.SENT,
+                                      tickets=((f"ExponentPushToken[{i:022d}]", f"{i:036d}"),)).wire()
+                           for i in range(1000)], separators=(",", ":"))
+    assert len(thousand) < 180_000  # ids, words and tickets (no text, no token column): was 276 kB
 
 
 def test_the_rate_limiter_starts_empty_and_never_exceeds_its_window() -> None:

@@ -737,3 +737,94 @@ def test_fail_next_message_may_carry_nul(standin: GoogleStandIn) -> None:
     with calendar(standin, user_creds(standin)) as service, pytest.raises(HttpError) as err3:
         service.events().get(calendarId="primary", eventId="nulnul0001").execute()
     assert json.loads(err3.value.content)["error"]["message"] == "Backend Error"
+
+
+# -- concurrency as Google's quota sees it, Retry-After, the control API and the CLI ----------------
+
+
+def test_requests_in_flight_are_recorded_per_account(standin: GoogleStandIn) -> None:
+    standin.latency = 0.1
+    errors: list[BaseException] = []
+
+    def work(refresh_token: str, n: int) -> None:
+        try:
+            with calendar(standin, creds[refresh_token]) as service:
+                service.events().insert(calendarId="primary", body=event_body(f"inflight{n}")).execute()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    # Refresh first, one at a time: then three Calendar requests for PARENT and one for OTHER at once.
+    creds = {token: user_creds(standin, token) for token in (REFRESH, "1//refresh-token-other")}
+    http = httplib2.Http()
+    try:
+        for c in creds.values():
+            c.refresh(google_auth_httplib2.Request(http))
+    finally:
+        http.close()
+    threads = [threading.Thread(target=work, args=(REFRESH, n)) for n in range(3)]
+    threads.append(threading.Thread(target=work, args=("1//refresh-token-other", 3)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert standin.max_in_flight[PARENT] == 3
+    assert standin.max_in_flight[OTHER] == 1
+    assert standin.max_in_flight_total == 4
+
+
+def test_fail_next_may_say_retry_after(standin: GoogleStandIn) -> None:
+    standin.fail_next(1, 429, retry_after=30)
+    token = _post_token(standin, _token_form(standin))[1]["access_token"]
+    status, headers, body = raw(standin, "POST", "/calendar/v3/calendars/primary/events",
+                                json.dumps(event_body("backoff01")).encode(),
+                                {"Authorization": f"Bearer {token}",
+                                 "Content-Type": "application/json"})
+    assert status == 429
+    assert headers["Retry-After"] == "30"
+    assert json.loads(body)["error"]["errors"][0]["reason"] == "rateLimitExceeded"
+
+
+def test_control_api_adds_users_and_reports() -> None:
+    with GoogleStandIn() as standin:
+        added = raw(standin, "POST", "/_standin/users",
+                    json.dumps([{"email": PARENT, "refresh_token": REFRESH}]).encode())
+        assert (added[0], json.loads(added[2])) == (200, {"added": 1})
+        with calendar(standin, user_creds(standin)) as service:
+            service.events().insert(calendarId="primary", body=event_body("control01")).execute()
+        status, _, body = raw(standin, "GET", "/_standin/stats")
+        stats = json.loads(body)
+        assert status == 200
+        assert stats["refreshes"] == {REFRESH: 1}
+        assert (stats["requests"], stats["statuses"]) == (1, {"200": 1})
+        assert stats["max_in_flight"] == {PARENT: 1}
+        entries = json.loads(raw(standin, "GET", "/_standin/events")[2])
+        assert entries == {PARENT: {"control01": {"status": "confirmed", "private": {"reminderId": "42"}}}}
+        assert raw(standin, "POST", "/_standin/users", b"{not json")[0] == 400
+        assert raw(standin, "GET", "/_standin/nothing")[0] == 404
+
+
+def test_cli_prints_url_and_stops_on_sigterm() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    proc = subprocess.Popen([sys.executable, "-m", "standins.google", "--port", "0", "--latency-ms", "0"],
+                            cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+        host, port = url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        conn.request("GET", "/_standin/stats")
+        assert json.loads(conn.getresponse().read())["requests"] == 0
+        conn.close()
+        proc.terminate()
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()

@@ -33,7 +33,8 @@ def test_rpc_goes_to_rest_v1_with_the_service_key() -> None:
     assert request.headers["authorization"] == f"Bearer {KEY}"
     assert request.headers["content-profile"] == "public"
     assert json.loads(request.content) == {"p_now": NOW.isoformat(), "p_claim": str(claim), "p_limit": 1000,
-                                           "p_lease_seconds": 300}
+                                           "p_lease_seconds": 300, "p_rate": 0.0, "p_lookahead_seconds": 2.0,
+                                           "p_lead_seconds": 0.0}
     assert request.url.scheme == "https"
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -196,14 +197,19 @@ class ExpoPusher:
         results = [f.result() for f in [self.submit(c) for c in chunks]]
         return [a for r in results for a in r.answers], not results or any(r.answered for r in results)
 
-    def submit(self, messages: Sequence[Outbound]) -> Future[RequestResult]:
-        """Put one request (at most 100 messages) on the wire in the background; its future is done
-        when Expo answered it (or the in-pass retries gave up)."""
+    def submit(self, messages: Sequence[Outbound], *, not_before: float | None = None) -> Future[RequestResult]:
+        """Put one request (at most 100 messages) on the wire in the background, not before the
+        ``time.monotonic()`` reading ``not_before`` (its slot on the shared schedule); its future is
+        done when Expo answered it (or the in-pass retries gave up)."""
         if len(messages) > MAX_MESSAGES_PER_REQUEST:
             raise ValueError(f"at most {MAX_MESSAGES_PER_REQUEST} messages a request")
-        return self._pool.submit(self._send_request, list(messages))
+        return self._pool.submit(self._send_request, list(messages), not_before)
 
-    def _send_request(self, chunk: list[Outbound]) -> RequestResult:
+    def _send_request(self, chunk: list[Outbound], not_before: float | None = None) -> RequestResult:
+        if not_before is not None:
+            delay = not_before - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # the thread waits, not the pass: the slot was booked for then
         self._limiter.acquire(len(chunk))
         try:
             tickets = self._publish_with_retries(chunk)
@@ -398,7 +404,9 @@ def pusher_from_settings(expo: ExpoSettings, **overrides: Any) -> ExpoPusher:
     kwargs: dict[str, Any] = {
         "access_token": expo.access_token,
         "concurrency": expo.concurrency,
-        "rate_limit": expo.rate_limit,
+        # PUSH_RATE_LIMIT is kept by the schedule every worker books in the claim (worker.steps.push
+        # sends each request at its slot); a second, local limit would only add waits.
+        "rate_limit": 0.0,
         "timeout": expo.timeout,
         "request_attempts": expo.request_attempts,
         "retry_wait": expo.retry_wait,

@@ -16,6 +16,7 @@ written while the database is away, and given up only when another pass could ta
 from __future__ import annotations
 
 import abc
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -91,6 +92,11 @@ class Gateway(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    @abc.abstractmethod
+    def sibling(self) -> Gateway:
+        """Another gateway to the same database on its own connection, for work that overlaps this
+        one's (the push step claims on one while it records on the other). The caller closes it."""
+
     def __enter__(self) -> Gateway:
         return self
 
@@ -124,12 +130,19 @@ class Gateway(abc.ABC):
     # --- the push step --------------------------------------------------------------------------
 
     def claim_reminders(self, now: datetime, claim: uuid.UUID, limit: int, lease_seconds: int, *,
+                        rate: float = 0.0, lookahead_seconds: float = 2.0, lead_seconds: float = 0.0,
                         patience: float = DEFAULT_PATIENCE) -> ReminderClaim:
+        """Claim due reminders; with ``rate`` (messages a second, 0: none) book their sends on the
+        schedule all workers share (see sql/functions/public.worker_claim_reminders.sql)."""
         doc = self.call("worker_claim_reminders", patience=patience, p_now=now, p_claim=claim, p_limit=limit,
-                        p_lease_seconds=lease_seconds) or {}
+                        p_lease_seconds=lease_seconds, p_rate=rate, p_lookahead_seconds=lookahead_seconds,
+                        p_lead_seconds=lead_seconds) or {}
+        answered_at = time.monotonic()
         return ReminderClaim(rows=decode_each(doc.get("claimed"), ReminderRow.from_json),
                              cancelled=int(doc.get("cancelled") or 0), expired=int(doc.get("expired") or 0),
-                             superseded=int(doc.get("superseded") or 0))
+                             superseded=int(doc.get("superseded") or 0), send_in=_seconds(doc.get("send_in")),
+                             rate=_seconds(doc.get("rate")), wait=_seconds(doc.get("wait_seconds")),
+                             answered_at=answered_at)
 
     def record_push_outcomes(self, now: datetime, claims: Sequence[uuid.UUID], max_attempts: int,
                              outcomes: Sequence[PushResult], *, patience: float = DEFAULT_PATIENCE) -> dict[str, int]:
@@ -179,6 +192,11 @@ class Gateway(abc.ABC):
     def schema_version(self, *, patience: float = DEFAULT_PATIENCE) -> dict[str, Any]:
         """``{"version": newest applied migration, "definitions": checksum of the definitions}``."""
         return dict(self.call("worker_schema_version", patience=patience) or {})
+
+
+def _seconds(value: Any) -> float | None:
+    """A number of a function's JSON answer (Postgres' numeric may come as text through the Data API)."""
+    return None if value is None else float(value)
 
 
 def _param(value: Any) -> Any:

@@ -73,6 +73,9 @@ class PostgresGateway(Gateway):
         self._dsn = dsn
         self._conn: psycopg.Connection[Any] | None = None
 
+    def sibling(self) -> PostgresGateway:
+        return PostgresGateway(self._dsn)
+
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = connect(self._dsn)

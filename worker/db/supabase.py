@@ -32,6 +32,7 @@ _SCHEMA_CODES = ("PGRST202", "42883", "42P01", "42703", "42704", "3F000")
 
 class SupabaseGateway(Gateway):
     def __init__(self, url: str, key: str, *, timeout: float = _TIMEOUT_SECONDS) -> None:
+        self._args = (url, key, timeout)
         self._http = httpx.Client(http1=True, http2=False, timeout=httpx.Timeout(timeout, connect=10.0))
         options = SyncClientOptions(
             httpx_client=self._http,
@@ -57,6 +58,10 @@ class SupabaseGateway(Gateway):
             if _transient(exc):
                 raise DatabaseUnavailable(f"{function}: {code or 'gateway error'}: {exc.message}") from None
             raise DatabaseError(f"{function}: {code or 'error'} {exc.message}") from None
+
+    def sibling(self) -> SupabaseGateway:
+        url, key, timeout = self._args
+        return SupabaseGateway(url, key, timeout=timeout)
 
     def close(self) -> None:
         self._http.close()

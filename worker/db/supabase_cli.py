@@ -94,6 +94,7 @@ COMMAND = "python -m worker.db.supabase_cli --write"
 TIMESTAMPS: dict[int, str] = {
     2: "20261202000000",
     3: "20261202074555",
+    4: "20261202140356",
 }
 
 _OWN_FILE_RE = re.compile(r"^(\d{14})_reminder_worker_v(\d+)\.sql$")

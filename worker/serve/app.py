@@ -13,6 +13,9 @@ Design points, each for a reason:
 * SIGTERM: uvicorn stops listening and drains HTTP requests, but it knows nothing of our pass
   thread, so after uvicorn returns we wait for the pass ourselves (``WORKER_SHUTDOWN_GRACE``).
   A pass cut off anyway loses nothing (leases), but finishing is cheaper than a later takeover.
+* ``GET /metrics`` (Prometheus text format) carries counters of the passes this process ran
+  (:class:`worker.ops.metrics.PassMetrics`); serve is scraped and never pushes to a Pushgateway. It
+  needs no bearer, like the probes: it holds counts and timestamps only.
 * starlette and uvicorn are imported by this module only, which the CLI imports for ``serve`` only:
   ``run`` (a CronJob pod every minute) stays light.
 """
@@ -111,7 +114,7 @@ def _bearer_ok(header: str | None, expected: str) -> bool:
 
 
 def create_app(settings: Settings, runner: PassRunner, readiness: ReadinessProbe | None = None) -> Starlette:
-    """The ASGI app: POST /run, GET /runs/{id}, GET /healthz, GET /readyz."""
+    """The ASGI app: POST /run, GET /runs/{id}, GET /healthz, GET /readyz, GET /metrics."""
     if settings.serve.trigger_token is None:
         raise ConfigError("WORKER_TRIGGER_TOKEN", "is not set; serve refuses to start without it")
     token = str(settings.serve.trigger_token)
@@ -152,11 +155,18 @@ def create_app(settings: Settings, runner: PassRunner, readiness: ReadinessProbe
         ready, doc = await probe.check()
         return JSONResponse(doc, status_code=200 if ready else 503)
 
+    async def metrics(request: Request) -> Response:
+        # No bearer: counts and timestamps only, no secret and nothing about a parent. Giving the
+        # scraper WORKER_TRIGGER_TOKEN would let whatever reads its configuration start passes.
+        body, content_type = runner.metrics.exposition(request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
+
     return Starlette(routes=[
         Route("/run", run, methods=["POST"]),
         Route("/runs/{run_id}", run_status, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
     ])
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from worker import logs
 from worker.config import Settings
 from worker.db import open_gateway
+from worker.ops.metrics import PassMetrics
 from worker.passes import CalendarPort, PassResult, run_pass
 from worker.vocabulary import RunState
 
@@ -60,6 +61,8 @@ class PassRunner:
     settings: Settings
     calendar_factory: CalendarFactory | None = None
     remembered: int = REMEMBERED_RUNS
+    #: Counters of the passes this process ran, for ``GET /metrics``.
+    metrics: PassMetrics = field(default_factory=PassMetrics)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _runs: OrderedDict[str, RunRecord] = field(default_factory=OrderedDict)
     _current: RunRecord | None = None
@@ -126,6 +129,12 @@ class PassRunner:
             else:
                 record.exit_code, record.error = 1, error
                 record.duration = (datetime.now(UTC) - record.started_at).total_seconds()
+            # Counted before the run reads as settled: whoever saw it settle finds it in /metrics.
+            try:
+                self.metrics.observe(result or PassResult(started_at=record.started_at, exit_code=1,
+                                                          duration=record.duration or 0.0, error=error), record.trigger)
+            except Exception:  # metrics are a convenience; the pass's outcome stands
+                logs.get().exception("serve.metrics_failed", extra={"fields": {"run_id": record.run_id}})
             record.status = RunState.SUCCEEDED if record.exit_code == 0 else RunState.FAILED
             self._current = None
         logs.event("serve.run_finished", 20 if record.exit_code == 0 else 40, run_id=record.run_id,

@@ -44,6 +44,10 @@ class PassCounts:
     events_cancelled: int = 0
     events_superseded: int = 0
     events_extended: int = 0  # recurring events whose reminders were planned further ahead, nothing else
+    # Of those, what Google made of the events the pass took to it (the calendar alert's ratio):
+    calendar_synced: int = 0  # written, moved or deleted in the parent's calendar
+    calendar_failed: int = 0  # refused for good (a revoked grant, a calendar that is gone)
+    calendar_retried: int = 0  # to try again (Google unreachable, 429, 5xx)
     reminders_planned: int = 0
     reminders_unplanned: int = 0
     sent: int = 0

@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import random
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
@@ -92,6 +94,8 @@ def plan_event(row: EventRow, calendar: CalendarOutcome | None, passes: PassSett
         if outcome is EventOutcome.RETRY:
             next_at = planner.next_attempt_at(now, row.attempts + 1, passes.retry_base_seconds,
                                               passes.retry_max_seconds, rng)
+            if calendar.retry_after:  # Google said when: not sooner (and not past our longest backoff)
+                next_at = max(next_at, now + timedelta(seconds=min(calendar.retry_after, passes.retry_max_seconds)))
     if row.status == EventStatus.CANCELLED:
         return EventResult(row.id, row.version, outcome, calendar_id, error, kind, next_at)
     problem = row_problem(row)
@@ -122,57 +126,129 @@ def _result(row: EventRow | Undecodable, calendar: CalendarOutcome | None, passe
                            f"cannot plan this event: {type(exc).__name__}: {exc}", ErrorKind.INVALID_ROW)
 
 
+class _Batch:
+    """One claim of the events step, and its calendar sync, running or done."""
+
+    def __init__(self, claim: uuid.UUID, rows: list[EventRow | Undecodable], now: datetime) -> None:
+        self.claim = claim
+        self.rows = rows
+        self.now = now
+        self.readable = [r for r in rows if isinstance(r, EventRow) and reaches_calendar(r) and
+                         (r.status == EventStatus.CANCELLED or row_problem(r) is None)]
+        self.sync: Future[Mapping[str, CalendarOutcome]] = Future()
+
+
 def events_step(gateway: Gateway, passes: PassSettings, clock: PassClock, counts: PassCounts,
                 calendar: CalendarPort | None) -> str | None:
     """Sync, plan and complete claimed events, batch after batch.
+
+    Pipelined when a batch needs Google: while Google works on batch *n* (on a helper thread,
+    :meth:`CalendarPort.sync`), this thread claims batch *n+1*, then plans and completes batch *n-1*
+    as soon as batch *n*'s sync has started; so Google waits neither for the database nor for the
+    planner, and at most two batches are claimed at once (each with its own claim id and lease;
+    the database is only ever used from this thread). Calendar syncs never overlap each other.
 
     Returns why Google failed when every calendar call of the pass met an unreachable or failing
     Google (network, 5xx): the pass exits 1, after still sending the pushes. A user's rate limit
     is that user's weather, not Google's.
     """
-    calendar_answered = False
-    calendar_error: str | None = None
-    while True:
-        now = clock.now()
-        claim = uuid.uuid4()
-        rows = gateway.claim_events(now, claim, passes.batch_size, passes.lease_seconds,
-                                    horizon_seconds=passes.recurrence_horizon_days * 86400,
-                                    patience=clock.patience)
-        if not rows:
-            break
-        readable = [r for r in rows if isinstance(r, EventRow) and reaches_calendar(r) and
-                    (r.status == EventStatus.CANCELLED or row_problem(r) is None)]
-        outcomes = calendar.sync(readable, now) if calendar is not None and readable else {}
+    health = _CalendarHealth()
+    with _Syncer(calendar) as syncer:
+        batch = _claim(gateway, passes, clock)
+        if batch is not None:
+            syncer.start(batch)
+        while batch is not None:
+            following = _claim(gateway, passes, clock) if len(batch.rows) >= passes.batch_size else None
+            outcomes = batch.sync.result()
+            if following is not None:
+                syncer.start(following)  # Google works on the next batch while this one is completed
+            health.note(outcomes)
+            _complete(gateway, passes, clock, counts, batch, outcomes)
+            batch = following
+    return health.error()
+
+
+class _CalendarHealth:
+    """Whether Google answered at all in the pass, or only failed (network, 5xx)."""
+
+    def __init__(self) -> None:
+        self.answered = False
+        self.error_text: str | None = None
+
+    def note(self, outcomes: Mapping[str, CalendarOutcome]) -> None:
         for outcome in outcomes.values():
             if outcome.kind is ErrorKind.GOOGLE_UNAVAILABLE:
-                calendar_error = calendar_error or outcome.error
+                self.error_text = self.error_text or outcome.error
             else:
-                calendar_answered = True
-        now = clock.now()
-        results = [_result(r, outcomes.get(r.id), passes, now) for r in rows]
-        for res in results:
-            if res.outcome is EventOutcome.FAILED:
-                logs.event("event.failed", logging.WARNING, event_id=res.id, reason=res.error, kind=res.error_kind)
-        done = gateway.complete_events(clock.now(), claim, results, patience=clock.patience)
-        cancelled = {r.id for r in rows if isinstance(r, EventRow) and r.status == EventStatus.CANCELLED}
-        extended = {r.id for r in rows if isinstance(r, EventRow) and not r.needs_sync}
-        for res in results:
-            if res.id in cancelled:
-                counts.events_cancelled += res.outcome is not EventOutcome.RETRY
-            elif res.id in extended and res.outcome is EventOutcome.SYNCED:
-                counts.events_extended += 1
-            elif res.outcome is EventOutcome.SYNCED:
-                counts.events_synced += 1
-            elif res.outcome is EventOutcome.FAILED:
-                counts.events_failed += 1
-            else:
-                counts.events_retried += 1
-        stale = done.get("stale", 0)
-        counts.events_superseded += stale
-        counts.reminders_planned += done.get("reminders_planned", 0)
-        counts.reminders_unplanned += done.get("reminders_unplanned", 0)
-        logs.event("events.batch", claimed=len(rows), superseded=stale,
-                   reminders_planned=done.get("reminders_planned", 0))
-        if len(rows) < passes.batch_size:
-            break
-    return None if calendar_answered or calendar_error is None else calendar_error
+                self.answered = True
+
+    def error(self) -> str | None:
+        return None if self.answered or self.error_text is None else self.error_text
+
+
+class _Syncer:
+    """Runs a batch's calendar sync: on a helper thread when it has anything for Google, inline
+    (no thread) when not; the thread is started on the first batch that needs it."""
+
+    def __init__(self, calendar: CalendarPort | None) -> None:
+        self._calendar = calendar
+        self._thread: ThreadPoolExecutor | None = None
+
+    def start(self, batch: _Batch) -> None:
+        if self._calendar is None or not batch.readable:
+            batch.sync.set_result({})
+            return
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events-sync")
+        calendar = self._calendar
+        batch.sync = self._thread.submit(calendar.sync, batch.readable, batch.now)
+
+    def __enter__(self) -> _Syncer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)  # a sync still running finishes (its batch is leased)
+
+
+def _claim(gateway: Gateway, passes: PassSettings, clock: PassClock) -> _Batch | None:
+    now = clock.now()
+    claim = uuid.uuid4()
+    rows = gateway.claim_events(now, claim, passes.batch_size, passes.lease_seconds,
+                                horizon_seconds=passes.recurrence_horizon_days * 86400, patience=clock.patience)
+    return _Batch(claim, rows, now) if rows else None
+
+
+def _complete(gateway: Gateway, passes: PassSettings, clock: PassClock, counts: PassCounts, batch: _Batch,
+              outcomes: Mapping[str, CalendarOutcome]) -> None:
+    """Plan the batch's events and complete it in one call (guarded by its claim and versions)."""
+    rows = batch.rows
+    now = clock.now()
+    results = [_result(r, outcomes.get(r.id), passes, now) for r in rows]
+    for res in results:
+        if res.outcome is EventOutcome.FAILED:
+            logs.event("event.failed", logging.WARNING, event_id=res.id, reason=res.error, kind=res.error_kind)
+    done = gateway.complete_events(clock.now(), batch.claim, results, patience=clock.patience)
+    cancelled = {r.id for r in rows if isinstance(r, EventRow) and r.status == EventStatus.CANCELLED}
+    extended = {r.id for r in rows if isinstance(r, EventRow) and not r.needs_sync}
+    for res in results:
+        if res.id in cancelled:
+            counts.events_cancelled += res.outcome is not EventOutcome.RETRY
+        elif res.id in extended and res.outcome is EventOutcome.SYNCED:
+            counts.events_extended += 1
+        elif res.outcome is EventOutcome.SYNCED:
+            counts.events_synced += 1
+        elif res.outcome is EventOutcome.FAILED:
+            counts.events_failed += 1
+        else:
+            counts.events_retried += 1
+    google = Counter(outcome.outcome for outcome in outcomes.values())
+    counts.calendar_synced += google[EventOutcome.SYNCED]
+    counts.calendar_failed += google[EventOutcome.FAILED]
+    counts.calendar_retried += google[EventOutcome.RETRY]
+    stale = done.get("stale", 0)
+    counts.events_superseded += stale
+    counts.reminders_planned += done.get("reminders_planned", 0)
+    counts.reminders_unplanned += done.get("reminders_unplanned", 0)
+    logs.event("events.batch", claimed=len(rows), superseded=stale,
+               reminders_planned=done.get("reminders_planned", 0))

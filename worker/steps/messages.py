@@ -71,12 +71,12 @@ def push_result(answers: Sequence[Answer], sent: Sequence[Outbound], row: Remind
     dead = tuple(a.token for a, _, kind in meanings if kind is ErrorKind.DEVICE_NOT_REGISTERED)
     first = sent[0] if sent else None
     text = f"{first.title}\n{first.body}" if first else None
-    token = first.token if first else None
+    if text == row.stored_message:
+        text = None  # the row holds it already
     tickets = tuple((a.token, a.ticket_id) for a, outcome, _ in meanings
                     if outcome is PushOutcome.SENT and a.ticket_id)
     if any(outcome is PushOutcome.SENT for _, outcome, _ in meanings):
-        return PushResult(row.id, PushOutcome.SENT, message=text, push_token=token, tickets=tickets,
-                          dead_tokens=dead)
+        return PushResult(row.id, PushOutcome.SENT, message=text, tickets=tickets, dead_tokens=dead)
     answer, outcome, kind = min(meanings, key=lambda m: _PRIORITY.get(m[1], 3))
     next_at: datetime | None = None
     if outcome is PushOutcome.RETRY:
@@ -85,8 +85,7 @@ def push_result(answers: Sequence[Answer], sent: Sequence[Outbound], row: Remind
     elif outcome is PushOutcome.DEFERRED:
         next_at = planner.next_attempt_at(now, 1, max(passes.retry_base_seconds, 1.0),
                                           passes.retry_max_seconds, rng)
-    return PushResult(row.id, outcome, answer.message, kind, next_at, message=text, push_token=token,
-                      dead_tokens=dead)
+    return PushResult(row.id, outcome, answer.message, kind, next_at, message=text, dead_tokens=dead)
 
 
 def build_messages(row: ReminderRow, now: datetime) -> list[Outbound] | PushResult:
