@@ -532,7 +532,7 @@ BEGIN
     END CASE;
     IF current_setting('reminder_worker.migrated') = 'on'
        OR NOT EXISTS (SELECT 1 FROM worker.schema_definitions
-                      WHERE checksum = '0db57a2da499c1332aac6ccb224bda0a4ede8439997ac964289937409abc7079') THEN
+                      WHERE checksum = 'b6bb37308abddea2a84b8159829a3538a94a4237f1aa8feb1480c9119156fdf3') THEN
         v_stale := true;
     ELSIF to_regproc('worker.profiles_columns') IS NULL THEN
         v_stale := true;
@@ -2497,8 +2497,8 @@ AS $$
             SELECT jsonb_build_object(
                 'recorded_at', w.recorded_at, 'exit_code', w.exit_code, 'error', w.error,
                 'error_kind', w.error_kind,
-                'since_ok', NOT EXISTS (SELECT 1 FROM public.worker_runs o
-                                        WHERE o.exit_code = 0 AND o.recorded_at > w.recorded_at))
+                'since_ok', EXISTS (SELECT 1 FROM public.worker_runs o
+                                    WHERE o.exit_code = 0 AND o.recorded_at > w.recorded_at))
             FROM public.worker_runs w
             WHERE w.exit_code <> 0
             ORDER BY w.recorded_at DESC, w.id DESC
@@ -2773,7 +2773,7 @@ BEGIN
         ELSE RAISE EXCEPTION 'reminder-worker: run this file whole, in one transaction (as supabase db push does; psql needs --single-transaction)';
     END CASE;
     IF current_setting('reminder_worker.definitions') = 'on' THEN
-        INSERT INTO worker.schema_definitions (checksum) VALUES ('0db57a2da499c1332aac6ccb224bda0a4ede8439997ac964289937409abc7079')
+        INSERT INTO worker.schema_definitions (checksum) VALUES ('b6bb37308abddea2a84b8159829a3538a94a4237f1aa8feb1480c9119156fdf3')
             ON CONFLICT (id) DO UPDATE SET checksum = excluded.checksum, applied_at = now();
     END IF;
 END
