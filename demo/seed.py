@@ -4,8 +4,8 @@ Chosen so that each kind of outcome shows up: a family with Google and families 
 time zones, events with and without a prep list, one with a typo (it ends before it starts, so it
 fails to sync) and a phone Expo no longer knows (its reminders fail and the push token is cleared).
 And what parents set beyond the seed: the Garcias keep quiet hours (21:00-07:00 New York time) and
-have an early swim inside them; the Schmidts have two phones, a weekly football practice (an RFC
-5545 rule) and have muted their son Jonas's reminders.
+have an early swim inside them and a library visit inside the demo's outage; the Schmidts have two
+phones, a weekly football practice (an RFC 5545 rule) and have muted their son Jonas's reminders.
 """
 
 from __future__ import annotations
@@ -111,6 +111,9 @@ def seed(conn: psycopg.Connection[Any], now: datetime) -> Story:
     story.events["judo"] = event(schmidt, jonas, "Judo", local(schmidt, 1, 15, 0), 60, "Dojo", ["Judogi"])
     story.events["early swim"] = event(garcia, emma, "Early swim", local(garcia, 1, 6, 45), 45, "Y pool",
                                        ["goggles"])
+    # Starts inside the demo's outage (08:45-11:40 New York): its 30 min reminder must expire, not arrive late.
+    story.events["story time"] = event(garcia, leo, "Library story time", local(garcia, 1, 10, 0), 45,
+                                       "Public library", None)
     story.events["bad"] = _returning_id(
         conn,
         "INSERT INTO events (user_id, child_id, title, start_ts, end_ts) VALUES (%s, %s, %s, %s, %s) RETURNING id",

@@ -29,6 +29,8 @@ What the stand-in reproduces, and where it comes from:
   ``409 duplicate``, a second ``delete`` answers ``410 deleted "Resource has been deleted"``,
   and ``update``/``patch`` that set ``status`` to ``confirmed``/``tentative`` restore it
   ("cancelled events continue to expose event details so that they can be restored").
+* ``answer_delay`` holds each Calendar answer after the change is made, as a slow network does:
+  a client that dies meanwhile never learns that Google made the change.
 * Reminders: ``useDefault`` together with overrides is ``400
   cannotUseDefaultRemindersAndSpecifyOverride``; more than 5 overrides, minutes outside
   0..40320 or a method other than email/popup are ``400 invalid``.
@@ -428,6 +430,8 @@ class _Handler(StandInHandler):
             status, payload, headers = standin._api_request(
                 self.command, url.path, authorization, self.headers.get("If-Match"), body
             )
+        if standin.answer_delay:
+            time.sleep(standin.answer_delay)  # the change is made; only the answer is late
         self._send(status, payload, headers)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
@@ -460,6 +464,9 @@ class GoogleStandIn(HttpStandIn):
         self.client_secret = client_secret
         #: When true, token endpoint errors quote the whole request form in ``error_description``.
         self.echo_token_requests = echo_token_requests
+        #: Seconds a Calendar answer is held after the change was made: a client killed meanwhile
+        #: never learns that Google made it (the demo's kill, fault tests).
+        self.answer_delay = 0.0
         self.refreshes: Counter[str] = Counter()
         self.requests: list[RequestRecord] = []
         #: Most requests answered at once per account (the calendar's owner, or the account of a

@@ -63,32 +63,52 @@ def parse_instant(text: str) -> datetime:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=_prog(), description="reminder-worker")
-    sub = p.add_subparsers(dest="command", parser_class=_Parser)
-    run = sub.add_parser("run", help="one pass (events, then pushes), then exit")
-    run.add_argument("--now", type=parse_instant, help="act as if the clock read this instant")
+    from worker.usage import COMMANDS  # the help texts
+
+    prog = _prog()
+    p = _Parser(prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+                description="reminder-worker: calendar sync and push reminders for the family-scheduling app.\n"
+                            "Without a command: `run` (one pass).",
+                epilog=f"`{prog} COMMAND --help` says what a command does, the environment it reads, its exit "
+                       "codes and examples.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
+
+    def command(name: str) -> argparse.ArgumentParser:
+        usage = COMMANDS[name]
+        return sub.add_parser(name, help=usage.summary, description=usage.text(), epilog=usage.epilog(prog),
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    run = command("run")
+    run.add_argument("--now", type=parse_instant, metavar="INSTANT",
+                     help="act as if the clock read this ISO 8601 instant (UTC unless an offset is given)")
     run.add_argument("--loop", action="store_true", help="pass forever, one every --interval seconds")
-    run.add_argument("--interval", type=parse_interval, default=60.0,
-                     help=f"seconds between passes with --loop (at least {MIN_INTERVAL:g})")
+    run.add_argument("--interval", type=parse_interval, default=60.0, metavar="SECONDS",
+                     help=f"seconds between passes with --loop (default 60, at least {MIN_INTERVAL:g})")
     run.add_argument("--trigger", default=None, choices=TRIGGERS, help=argparse.SUPPRESS)
-    sub.add_parser("migrate", help="apply sql/ to DATABASE_URL")
-    demo = sub.add_parser("demo", help="run the whole worker on an embedded database and local stand-ins")
-    demo.add_argument("--data-dir", default=".worker-data", help="where the embedded Postgres lives")
-    demo.add_argument("--fresh", action="store_true", help="start from an empty demo database")
-    serve = sub.add_parser("serve", help="HTTP trigger for Supabase pg_cron")
-    serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server in a pod listens on all
-    serve.add_argument("--port", type=int, default=8080)
-    sub.add_parser("check", help="check configuration, database reach and schema version")
-    secure = sub.add_parser("secure-tokens",
-                            help="move Google refresh tokens out of user metadata into the worker's private store")
+    command("migrate")
+    demo = command("demo")
+    demo.add_argument("--data-dir", default=".worker-data", help="where the embedded PostgreSQL lives "
+                                                                 "(default .worker-data)")
+    demo.add_argument("--fresh", action="store_true", help="start from an empty data folder")
+    demo.add_argument("--keep-running", action="store_true",
+                      help="leave the demo's PostgreSQL running afterwards, to explore it (demo --stop stops it)")
+    demo.add_argument("--stop", action="store_true", help="only stop a PostgreSQL left running by --keep-running")
+    serve = command("serve")
+    serve.add_argument("--host", default="0.0.0.0",  # noqa: S104 - a server in a pod listens on all
+                       help="address to listen on (default 0.0.0.0)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    check = command("check")
+    check.add_argument("--offline", action="store_true",
+                       help="do not ask Expo or Google (only the settings' shapes and the database)")
+    secure = command("secure-tokens")
     secure.add_argument("--dry-run", action="store_true", help="only say how many would move")
-    status = sub.add_parser("status", help="what an on-call person wants to see")
-    status.add_argument("--json", action="store_true")
+    status = command("status")
+    status.add_argument("--json", action="store_true", help="the whole status document as JSON")
     from worker.ops.privacy import parse_user_id  # (export-user, forget-user: a light module)
 
-    export = sub.add_parser("export-user", help="print everything the worker holds about one parent, as JSON")
+    export = command("export-user")
     export.add_argument("user_id", metavar="UUID", type=parse_user_id, help="the parent's auth.users id")
-    forget = sub.add_parser("forget-user", help="delete the worker's calendar entries and data of one parent")
+    forget = command("forget-user")
     forget.add_argument("user_id", metavar="UUID", type=parse_user_id, help="the parent's auth.users id")
     forget.add_argument("--yes", action="store_true", help="do it (without: a dry run that changes nothing)")
     return p
@@ -123,11 +143,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("the demo runs from a checkout of the repository: bash scripts/demo.sh", file=sys.stderr)
                 return EXIT_CONFIG
 
-            return run_demo(data_dir=args.data_dir, fresh=args.fresh)
+            if args.stop:
+                from demo import stop_demo_database
+
+                return stop_demo_database(args.data_dir)
+            return run_demo(data_dir=args.data_dir, fresh=args.fresh, keep_running=args.keep_running)
         if command == "check":
             from worker.ops.check import run_check  # each command imports what it needs: `run` stays light
 
-            return run_check(settings)
+            return run_check(settings, offline=args.offline)
         if command == "serve":
             from worker.serve.app import run_server  # starlette and uvicorn only for `serve`
 

@@ -444,6 +444,11 @@ def documented() -> Iterator[tuple[str, str, str, str]]:
             yield component.title, _variable(info), info.description or "", shown
 
 
+def variables(*components: type[_Component]) -> list[tuple[str, list[str]]]:
+    """(title, variable names) of each component, for a command's ``--help``."""
+    return [(c.title, [_variable(info) for info in c.model_fields.values()]) for c in components]
+
+
 def markdown_table() -> str:
     """The README's configuration table (generated: `python -m worker.config`)."""
     lines = ["| variable | meaning | default |", "|---|---|---|"]

@@ -29,8 +29,8 @@ AS $$
             SELECT jsonb_build_object(
                 'recorded_at', w.recorded_at, 'exit_code', w.exit_code, 'error', w.error,
                 'error_kind', w.error_kind,
-                'since_ok', NOT EXISTS (SELECT 1 FROM public.worker_runs o
-                                        WHERE o.exit_code = 0 AND o.recorded_at > w.recorded_at))
+                'since_ok', EXISTS (SELECT 1 FROM public.worker_runs o
+                                    WHERE o.exit_code = 0 AND o.recorded_at > w.recorded_at))
             FROM public.worker_runs w
             WHERE w.exit_code <> 0
             ORDER BY w.recorded_at DESC, w.id DESC

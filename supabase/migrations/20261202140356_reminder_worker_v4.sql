@@ -600,7 +600,7 @@ BEGIN
     END CASE;
     IF current_setting('reminder_worker.migrated') = 'on'
        OR NOT EXISTS (SELECT 1 FROM worker.schema_definitions
-                      WHERE checksum = 'c6e0ed3cd25f9fb109871d6450eee27bcbf5ef3fc188a19061d13d3dcf12468b') THEN
+                      WHERE checksum = 'f7776fba5e00202c89469cefa87d9b3d46cf6fb4474efe3638ba3aa011729ed5') THEN
         v_stale := true;
     ELSIF to_regproc('worker.profiles_columns') IS NULL THEN
         v_stale := true;
@@ -2648,8 +2648,8 @@ AS $$
             SELECT jsonb_build_object(
                 'recorded_at', w.recorded_at, 'exit_code', w.exit_code, 'error', w.error,
                 'error_kind', w.error_kind,
-                'since_ok', NOT EXISTS (SELECT 1 FROM public.worker_runs o
-                                        WHERE o.exit_code = 0 AND o.recorded_at > w.recorded_at))
+                'since_ok', EXISTS (SELECT 1 FROM public.worker_runs o
+                                    WHERE o.exit_code = 0 AND o.recorded_at > w.recorded_at))
             FROM public.worker_runs w
             WHERE w.exit_code <> 0
             ORDER BY w.recorded_at DESC, w.id DESC
@@ -2928,7 +2928,7 @@ BEGIN
         ELSE RAISE EXCEPTION 'reminder-worker: run this file whole, in one transaction (as supabase db push does; psql needs --single-transaction)';
     END CASE;
     IF current_setting('reminder_worker.definitions') = 'on' THEN
-        INSERT INTO worker.schema_definitions (checksum) VALUES ('c6e0ed3cd25f9fb109871d6450eee27bcbf5ef3fc188a19061d13d3dcf12468b')
+        INSERT INTO worker.schema_definitions (checksum) VALUES ('f7776fba5e00202c89469cefa87d9b3d46cf6fb4474efe3638ba3aa011729ed5')
             ON CONFLICT (id) DO UPDATE SET checksum = excluded.checksum, applied_at = now();
     END IF;
 END

@@ -183,7 +183,7 @@ def _refresh_token(parent: Parent) -> str:
 def test_migrate_and_check_on_the_app_database_as_it_stands(app_db: AppDatabase,
                                                            conn: psycopg.Connection[Any]) -> None:
     env = clean_env(DATABASE_URL=app_db.url)
-    before = worker("check", env=env)
+    before = worker("check", "--offline", env=env)
     print("\n$ python worker/main.py check    # before migrate\n" + before.stdout)
     assert before.returncode == 1, before.stderr[-3000:]
     assert "Traceback" not in before.stderr
@@ -194,7 +194,7 @@ def test_migrate_and_check_on_the_app_database_as_it_stands(app_db: AppDatabase,
     assert migrated.returncode == 0, migrated.stderr[-3000:]
     assert "001_tables.sql" in migrated.stdout
 
-    check = worker("check", env=env)
+    check = worker("check", "--offline", env=env)
     print("$ python worker/main.py check\n" + check.stdout)
     assert check.returncode in (0, 1), check.stderr[-3000:]
     assert "Traceback" not in check.stderr
@@ -230,7 +230,7 @@ def test_check_names_what_breaks_the_worker_or_exposes_a_token(app_db: AppDataba
             END LOOP;
         END $$""")
 
-    check = worker("check", env=clean_env(DATABASE_URL=app_db.url))
+    check = worker("check", "--offline", env=clean_env(DATABASE_URL=app_db.url))
 
     assert check.returncode == 1, check.stdout + check.stderr[-3000:]
     assert "Traceback" not in check.stderr
@@ -396,7 +396,7 @@ def test_unknown_statuses_are_left_alone_and_reported(app_db: AppDatabase, app: 
 
     assert _rows(conn, [app.archived, app.delivered]) == before
     assert _for(expo, app.delivered) == []
-    check = worker("check", env=clean_env(DATABASE_URL=app_db.url))
+    check = worker("check", "--offline", env=clean_env(DATABASE_URL=app_db.url))
     assert check.returncode in (0, 1), check.stderr[-3000:]
     assert "Traceback" not in check.stderr
     assert "'archived'" in check.stdout or "archived" in check.stdout
@@ -438,7 +438,7 @@ def test_secure_tokens_moves_them_and_the_worker_keeps_syncing(app_db: AppDataba
     again = worker("secure-tokens", env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert _worker_snapshot(conn) == snapshot
-    check = worker("check", env=clean_env(DATABASE_URL=app_db.url))
+    check = worker("check", "--offline", env=clean_env(DATABASE_URL=app_db.url))
     assert all(set(re.findall(r"\b\d+\b", line)) <= {"0"} for line in _metadata_lines(check.stdout)), check.stdout
 
     # The worker syncs with the moved token: Ben's pending event, and a new one he adds now.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import psycopg
 
 from standins.expo import ExpoStandIn
 from tests import seed
-from tests.acceptance.cli import MAIN, ROOT, clean_env
+from tests.acceptance.cli import MAIN, ROOT, clean_env, start_worker, summary_of, worker
 
 
 def test_sigterm_stops_the_loop_after_the_pass_in_flight(db: psycopg.Connection[Any], db_url: str,
@@ -43,3 +44,24 @@ def test_sigterm_stops_the_loop_after_the_pass_in_flight(db: psycopg.Connection[
     assert len(expo.messages) == 20
     assert "loop.stopping" in output
     assert output.count('"pass.start"') == 1  # no new pass after the signal
+
+
+def test_each_loop_pass_reports_its_own_database_round_trips(db: psycopg.Connection[Any], db_url: str,
+                                                             expo: ExpoStandIn) -> None:
+    """The summary line counts the round trips of its pass, not of every pass since the loop began."""
+    env = clean_env(DATABASE_URL=db_url, EXPO_API_URL=expo.url, PUSH_RETRY_WAIT="0")
+    once = summary_of(worker("run", env=env).stderr)["db_round_trips"]
+    assert 0 < once < 20
+    proc = start_worker("run", "--loop", "--interval", "1", env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while db.execute("SELECT count(*) FROM worker_runs").fetchone() < (4,):
+            assert proc.poll() is None and time.monotonic() < deadline, "the loop stopped passing"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr
+    trips = [json.loads(line)["db_round_trips"] for line in stderr.splitlines() if '"pass.summary"' in line]
+    assert len(trips) >= 3, stderr
+    assert set(trips) == {once}, trips  # idle passes cost the same each time: nothing carried over

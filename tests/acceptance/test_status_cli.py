@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from standins.expo import ExpoStandIn
 from standins.postgrest import PostgrestStandIn
 from tests import seed
 from tests.acceptance.cli import clean_env, worker
@@ -27,11 +28,13 @@ def _reminder(db: psycopg.Connection[Any], event: str, user: str, at: datetime, 
 @pytest.fixture
 def seeded(db: psycopg.Connection[Any]) -> dict[str, str]:
     now = datetime.now(UTC)
-    db.execute("INSERT INTO worker_runs (started_at, finished_at, trigger, counts, exit_code, error) VALUES "
-               "(%s, %s, 'cron', '{\"sent\": 4, \"failed\": 0}', 0, NULL), "
-               "(%s, %s, 'cron', '{}', 1, 'Expo is unavailable: cannot reach Expo: ConnectionError')",
+    db.execute("INSERT INTO worker_runs (started_at, finished_at, trigger, counts, exit_code, error, recorded_at) "
+               "VALUES (%s, %s, 'cron', '{\"sent\": 4, \"failed\": 0}', 0, NULL, %s), "
+               "(%s, %s, 'cron', '{}', 1, 'Expo is unavailable: cannot reach Expo: ConnectionError', %s)",
                (now - timedelta(minutes=2), now - timedelta(minutes=2) + timedelta(seconds=1.5),
-                now - timedelta(minutes=1), now - timedelta(minutes=1) + timedelta(seconds=3)))
+                now - timedelta(minutes=2) + timedelta(seconds=1.5),
+                now - timedelta(minutes=1), now - timedelta(minutes=1) + timedelta(seconds=3),
+                now - timedelta(minutes=1) + timedelta(seconds=3)))
     parent = seed.add_parent(db)
     event = seed.add_event(db, parent, now + timedelta(hours=3))
     for i in range(3):  # due now
@@ -88,6 +91,7 @@ def test_status_table(db_url: str, seeded: dict[str, str]) -> None:
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "last 24 h: 2 passes, 1 failed" in out
+    assert "ATTENTION: the last pass failed" in out  # the newest pass failed, none succeeded since
     assert "FAILED (exit 1): Expo is unavailable" in out
     assert "ok: sent=4" in out
     assert "due now" in out
@@ -113,3 +117,35 @@ def test_status_without_a_database(db_url: str) -> None:
     down = worker("status", env=clean_env(DATABASE_URL="postgresql://nobody@127.0.0.1:9/none"))
     assert down.returncode == 1
     assert "cannot read the database" in down.stderr
+
+
+def test_runs_are_ordered_by_when_they_ran_with_the_simulated_clock_beside(db_url: str, expo: ExpoStandIn) -> None:
+    """A pass run with a future --now (a demo, a test) must not sit on top of the real ones forever."""
+    env = clean_env(DATABASE_URL=db_url, EXPO_API_URL=expo.url)
+    assert worker("run", "--now", "2030-01-01T09:00:00Z", env=env).returncode == 0
+    assert worker("run", "--trigger", "cron", env=env).returncode == 0  # later, on the real clock
+
+    doc = json.loads(worker("status", "--json", env=env).stdout)
+    assert [r["trigger"] for r in doc["runs"]] == ["cron", "manual"]
+    assert doc["runs"][1]["started_at"].startswith("2030-01-01T09:00:00")
+
+    table = worker("status", env=env).stdout
+    lines = table.splitlines()
+    header = next(i for i, line in enumerate(lines) if "ran (UTC)" in line)
+    assert "simulated --now" in lines[header]
+    real, simulated = lines[header + 1], lines[header + 2]
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    assert real.split()[0] == today and "cron" in real and "2030" not in real, table
+    assert simulated.split()[0] == today and "manual" in simulated, table
+    assert "2030-01-01 09:00:00" in simulated, table
+    assert "ago" in real and "ago" in simulated  # when they really ran, never "in 3y"
+
+
+def test_attention_goes_once_a_clean_pass_follows_the_failure(db: psycopg.Connection[Any], db_url: str,
+                                                               seeded: dict[str, str]) -> None:
+    now = datetime.now(UTC)
+    db.execute("INSERT INTO worker_runs (started_at, finished_at, trigger, exit_code, recorded_at) "
+               "VALUES (%s, %s, 'cron', 0, %s)", (now, now, now + timedelta(seconds=1)))
+    doc = json.loads(worker("status", "--json", env=clean_env(DATABASE_URL=db_url)).stdout)
+    assert doc["last_problem"]["since_ok"] is True
+    assert "ATTENTION: the last pass failed" not in worker("status", env=clean_env(DATABASE_URL=db_url)).stdout

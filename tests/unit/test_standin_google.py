@@ -828,3 +828,20 @@ def test_cli_prints_url_and_stops_on_sigterm() -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_answer_delay_makes_the_change_before_the_answer(standin: GoogleStandIn) -> None:
+    """A client that gives up (or is killed) while the answer is held still left the entry behind."""
+    standin.answer_delay = 1.0
+    creds = user_creds(standin)
+    token_http, api_http = httplib2.Http(), httplib2.Http(timeout=0.3)
+    try:
+        creds.refresh(google_auth_httplib2.Request(token_http))
+        http = google_auth_httplib2.AuthorizedHttp(creds, http=api_http)
+        with pytest.raises(TimeoutError):
+            calendar(standin, creds).events().insert(calendarId="primary", body=event_body("abcde12345")).execute(
+                http=http)
+        assert "abcde12345" in standin.events(PARENT)  # made before the client stopped waiting
+    finally:
+        token_http.close()
+        api_http.close()

@@ -5,8 +5,12 @@ key was pasted without its newlines or that nobody ran ``migrate``. ``check`` lo
 pass will need, once, and reports every problem it finds (not just the first), one line each:
 
 * ``problem: ...`` - the worker cannot work like this; ``warning: ...`` - it works, but look.
-* Exit 2 for configuration problems (what an operator must fix in the environment), else 1 when
-  the database is unreachable or its schema does not match this code, else 0.
+* Exit 2 for configuration problems (what an operator must fix in the environment), a credential
+  Expo or Google refuses included; else 1 when the database, Expo or Google cannot be reached or
+  the schema does not match this code; else 0.
+
+It asks Expo and Google one question each that changes nothing and proves the credentials
+(:mod:`worker.ops.probes`); ``--offline`` leaves them out and only judges the settings' shapes.
 
 Nothing secret is ever printed: settings come from :meth:`Settings.shown`, the database is shown
 without its password, and every line goes through :func:`worker.logs.scrub` as a last defence.
@@ -28,6 +32,7 @@ from worker.config import ConfigError, Settings
 from worker.db import DatabaseError, DatabaseUnavailable, SchemaOutdated, open_gateway
 from worker.db.migrate import audit as audit_migrations
 from worker.db.migrate import latest_version
+from worker.ops.probes import Probe, Verdict, probe_expo, probe_google_client, probe_service_account
 from worker.vocabulary import ErrorKind
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -84,8 +89,9 @@ def describe_database(settings: Settings) -> str:
     return "none"
 
 
-def check_configuration(settings: Settings, report: Report) -> None:
-    """Print the settings (masked) and judge what ``Settings.from_env`` cannot: keys, shapes."""
+def check_configuration(settings: Settings, report: Report, *, offline: bool = False) -> None:
+    """Print the settings (masked) and judge what ``Settings.from_env`` cannot: keys, shapes; unless
+    ``offline``, ask Expo and Google whether they accept the credentials."""
     report.line("configuration:")
     # Values are scrubbed alone, not as `name: value`: the scrubber's `access_token: ...` rule would
     # turn the "-" of an unset token into "***", claiming a token that is not there.
@@ -98,8 +104,8 @@ def check_configuration(settings: Settings, report: Report) -> None:
     elif settings.database.url is None:
         report.warning("only the Data API is configured: `migrate` and this check's migration audit need "
                        "DATABASE_URL")
-    _check_google(settings, report)
-    _check_expo(settings, report)
+    _check_google(settings, report, offline=offline)
+    _check_expo(settings, report, offline=offline)
     if settings.serve.trigger_token is None:
         report.warning("WORKER_TRIGGER_TOKEN is not set: `serve` will refuse to start (run and --loop "
                        "do not need it)")
@@ -108,13 +114,18 @@ def check_configuration(settings: Settings, report: Report) -> None:
                        "(e.g. `openssl rand -hex 32`)")
 
 
-def _check_google(settings: Settings, report: Report) -> None:
+def _check_google(settings: Settings, report: Report, *, offline: bool = False) -> None:
     if settings.google.oauth_configured:
-        report.ok("Google OAuth client configured: calendar sync is on")
         client_id = settings.google.client_id or ""
         if not client_id.endswith(".apps.googleusercontent.com"):
             report.warning("GOOGLE_CLIENT_ID does not end in .apps.googleusercontent.com: "
                            "is it an OAuth client id?")
+        if offline:
+            report.ok("Google OAuth client configured: calendar sync is on (not asked: --offline)")
+        else:
+            _report_probe(report, "Google's token endpoint", probe_google_client(settings.google),
+                          ok="Google accepts the OAuth client (GOOGLE_CLIENT_ID, GOOGLE_CLIENT_SECRET): "
+                             "calendar sync is on")
     else:
         report.warning("GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET are not set: calendar sync is off "
                        "(reminders are still planned and sent)")
@@ -128,6 +139,10 @@ def _check_google(settings: Settings, report: Report) -> None:
         problem = service_account_key_problem(str(key))
         if problem is None:
             report.ok("GOOGLE_PRIVATE_KEY parses as a service-account key")
+            if not offline and email is not None and _EMAIL_RE.match(email):
+                _report_probe(report, "Google's token endpoint", probe_service_account(settings.google),
+                              ok="the service account (GOOGLE_CLIENT_EMAIL, GOOGLE_PRIVATE_KEY) can mint an "
+                                 "access token")
         else:
             report.config_problem(f"GOOGLE_PRIVATE_KEY {problem}")
 
@@ -155,14 +170,20 @@ def service_account_key_problem(key: str) -> str | None:
     return None
 
 
-def _check_expo(settings: Settings, report: Report) -> None:
+def _check_expo(settings: Settings, report: Report, *, offline: bool = False) -> None:
     parts = urlsplit(settings.expo.api_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         report.config_problem("EXPO_API_URL must be an http(s) URL like https://exp.host/--/api/v2")
-    elif parts.scheme != "https" and parts.hostname not in _LOCAL_HOSTS:
+        return
+    if parts.scheme != "https" and parts.hostname not in _LOCAL_HOSTS:
         report.warning("EXPO_API_URL is not https: push tokens and messages would travel in clear text")
+    if offline:
+        report.ok(f"Expo API at {settings.expo.api_url} (not asked: --offline)")
     else:
-        report.ok(f"Expo API at {settings.expo.api_url}")
+        token = settings.expo.access_token
+        _report_probe(report, "Expo", probe_expo(settings.expo),
+                      ok="Expo accepts the access token (EXPO_ACCESS_TOKEN)" if token else
+                         "Expo answers without an access token")
     if settings.expo.access_token is None:
         report.warning("EXPO_ACCESS_TOKEN is not set: enhanced push security is off (fine unless the Expo "
                        "project requires it, then every send fails with UNAUTHORIZED)")
@@ -259,10 +280,26 @@ def check_recent_passes(status: dict[str, object], report: Report) -> None:
         report.warning(f"the last pass that failed has not been followed by a clean one: {last.get('error')}")
 
 
-def run_check(settings: Settings, out: TextIO | None = None) -> int:
-    """Check everything, print one line per finding, return the exit code (0, 1 or 2)."""
+def _report_probe(report: Report, service: str, probe: Probe, *, ok: str) -> None:
+    """One line for what a probe found: ok, a configuration problem naming the variable (exit 2), or
+    a runtime problem with the URL that was asked (exit 1)."""
+    if probe.verdict is Verdict.OK:
+        report.ok(f"{ok} ({probe.url}: {probe.detail})")
+    elif probe.verdict is Verdict.REFUSED:
+        report.config_problem(f"{probe.variable} was refused by {service} ({probe.detail} from {probe.url}): "
+                              "every pass would fail the same way; set the right value")
+    elif probe.verdict is Verdict.UNREACHABLE:
+        report.runtime_problem(f"{service} is unreachable at {probe.url} ({probe.detail}): check the network, "
+                               "and the URL setting if it is not the default")
+    else:
+        report.runtime_problem(f"{service} at {probe.url} did not answer as expected ({probe.detail})")
+
+
+def run_check(settings: Settings, out: TextIO | None = None, *, offline: bool = False) -> int:
+    """Check everything, print one line per finding, return the exit code (0, 1 or 2). ``offline``:
+    judge the settings without asking Expo or Google."""
     report = Report(out=out or sys.stdout)
-    check_configuration(settings, report)
+    check_configuration(settings, report, offline=offline)
     if settings.database.configured:
         check_database(settings, report)
     counts = f"{len(report.config_problems) + len(report.runtime_problems)} problem(s), " \

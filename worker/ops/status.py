@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 
 from worker.db import DatabaseError, DatabaseUnavailable, open_gateway
@@ -92,13 +92,36 @@ def _counts(counts: Mapping[str, Any]) -> str:
     return " ".join(shown) if shown else "nothing to do"
 
 
+#: A pass whose clock differs from when it really ran by more than this was run with ``--now``.
+SIMULATED_AFTER = timedelta(minutes=1)
+
+
+def ran_at(run: Mapping[str, Any]) -> datetime | None:
+    """When a pass really started: ``recorded_at`` (the database's clock as the pass was recorded)
+    less its duration. ``started_at`` is the clock the pass ran with, which ``run --now`` moves."""
+    recorded = _when(run.get("recorded_at"))
+    if recorded is None:
+        return _when(run.get("started_at"))
+    return recorded - timedelta(seconds=float(run.get("duration_s") or 0.0))
+
+
+def simulated_clock(run: Mapping[str, Any]) -> datetime | None:
+    """The clock a pass simulated (``run --now``), or None when it ran on the real one."""
+    started, real = _when(run.get("started_at")), ran_at(run)
+    if started is None or real is None or abs(started - real) <= SIMULATED_AFTER:
+        return None
+    return started
+
+
 def _runs(doc: Mapping[str, Any], now: datetime) -> list[str]:
+    """The last passes, newest first by when they really ran (the document's order), with the clock a
+    pass simulated beside it: a demo or test run with a future ``--now`` never sits on top for good."""
     runs: Sequence[Mapping[str, Any]] = doc.get("runs") or []
     day = doc.get("runs_24h") or {}
     lines = [f"Last passes  (last 24 h: {day.get('total', 0)} passes, {day.get('failed', 0)} failed)"]
     if not runs:
         return [*lines, "  no pass recorded yet", ""]
-    lines.append(f"  {'started (UTC)':<19}  {'when':>9}  {'took':>8}  {'trigger':<7}  outcome")
+    lines.append(f"  {'ran (UTC)':<19}  {'when':>9}  {'took':>8}  {'trigger':<7}  {'simulated --now':<19}  outcome")
     for run in runs:
         code = int(run.get("exit_code") or 0)
         outcome = _OUTCOMES.get(code, f"exit {code}")
@@ -106,8 +129,9 @@ def _runs(doc: Mapping[str, Any], now: datetime) -> list[str]:
         if code:
             outcome = f"{outcome} (exit {code})"
         duration = float(run.get("duration_s") or 0.0)
-        lines.append(f"  {_stamp(run.get('started_at')):<19}  {ago(run.get('started_at'), now):>9}  "
-                     f"{duration:>7.2f}s  {run.get('trigger', '-'):<7}  {outcome}: {_shorten(detail, 90)}")
+        real, simulated = ran_at(run), simulated_clock(run)
+        lines.append(f"  {_stamp(real):<19}  {ago(real, now):>9}  {duration:>7.2f}s  {run.get('trigger', '-'):<7}  "
+                     f"{_stamp(simulated) if simulated else '-':<19}  {outcome}: {_shorten(detail, 90)}")
     return [*lines, ""]
 
 
