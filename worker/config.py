@@ -283,8 +283,8 @@ class GoogleSettings(_Component):
                                        doc="of those, at most this many for one parent")
     max_requests_per_second: float = _env(
         "GOOGLE_MAX_REQUESTS_PER_SECOND", default=150.0, ge=0, le=100_000,
-        doc="Calendar requests per second one worker sends, at most (0 = no limit); Google's default "
-            "quota is 10,000 a minute per project")
+        doc="Calendar requests per second all workers of the database send together, at most (0 = no "
+            "limit); Google's default quota is 10,000 a minute per project")
 
     @model_validator(mode="after")
     def _pairs(self) -> GoogleSettings:

@@ -279,6 +279,18 @@ class ReceiptRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Booking:
+    """Slots booked on a schedule all workers share (``worker_book_sends``): ``send_in`` seconds
+    after ``answered_at`` (``time.monotonic()``), one every 1/``rate`` s; or, booked too far
+    ahead, nothing: ask again in ``wait`` seconds."""
+
+    send_in: float | None
+    rate: float | None
+    wait: float | None
+    answered_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class ReminderClaim:
     rows: list[ReminderRow | Undecodable]
     cancelled: int

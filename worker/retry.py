@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from tenacity import (
     RetryCallState,
@@ -64,6 +64,14 @@ def http_retrying(attempts: int, first_wait: float, retry_on: type[BaseException
         stop=stop,
         reraise=True,
     )
+
+
+class Pace(Protocol):
+    """Something that spaces requests out: :meth:`acquire` returns when the next one may go (the
+    seconds it waited). :class:`RateLimiter` is one (a worker's own); ``worker.steps.pace.SharedPace``
+    another (one limit for every worker of the database)."""
+
+    def acquire(self, n: float = 1) -> float: ...
 
 
 class RateLimiter:

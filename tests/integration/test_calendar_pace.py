@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -153,6 +154,53 @@ def test_the_project_cap_spaces_requests_out(
     # Never more than 5 Calendar requests within a second (token requests are not the API's quota).
     assert min(later - earlier for earlier, later in zip(times, times[5:], strict=False)) >= 0.9
     assert times[-1] - times[0] >= 1.8
+
+
+def test_the_project_cap_holds_for_two_workers_together(
+        db: psycopg.Connection[Any], db_url: str, google: GoogleStandIn, expo: ExpoStandIn) -> None:
+    """GOOGLE_MAX_REQUESTS_PER_SECOND is the project's quota, not a worker's: two passes at once
+    book their requests on the schedule they share (worker.send_schedule, 'google')."""
+    for email in (ANNA, BEN, CARA, DAN):
+        _events(db, parent(db, google, email), 4)
+    settings = settings_for(google, expo, GOOGLE_MAX_REQUESTS_PER_SECOND="5", CALENDAR_CONCURRENCY="12",
+                            WORKER_BATCH_SIZE="8")
+    results: list[Any] = []
+
+    def one_pass() -> None:
+        with PostgresGateway(db_url) as gw:
+            results.append(run(gw, settings))
+
+    threads = [threading.Thread(target=one_pass) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sum(r.counts.events_synced for r in results) == 16
+    times = sorted(r.time for r in google.requests)
+    assert len(times) == 16
+    # Together never more than 5 within a second: each worker alone would have allowed 5.
+    assert min(later - earlier for earlier, later in zip(times, times[5:], strict=False)) >= 0.9
+    assert times[-1] - times[0] >= 2.7
+    booked = db.execute("SELECT count(*) FROM worker.send_schedule WHERE name = 'google'").fetchone()
+    assert booked == (1,)
+
+
+def test_the_shared_cap_falls_back_to_the_worker_s_own_when_the_database_is_away() -> None:
+    """Booking needs the database; a database away while Google is being talked to must not fail
+    calendar requests: the pace keeps the rate with this worker's own limiter instead."""
+    import time
+
+    from worker.steps.pace import SharedPace
+
+    unreachable = "host=127.0.0.1 port=9 dbname=none user=none connect_timeout=1"
+    pace = SharedPace(lambda: PostgresGateway(unreachable), "google", 10.0, patience=0.2)
+    started = time.monotonic()
+    waits = [pace.acquire() for _ in range(15)]
+    took = time.monotonic() - started
+    pace.close()
+    assert pace.bookings == 0
+    assert 0.8 <= took < 5  # 10 a second in any window: the 11th to 15th wait for the next second
+    assert sum(waits) > 0
 
 
 def test_the_project_cap_is_off_at_zero_and_on_by_default() -> None:

@@ -29,8 +29,9 @@ Why it is built the way it is:
   per parent with a cheap (~3 us) ``AuthorizedHttp(credentials, http=lane.http)``.
 * **Limits.** At most ``requests_per_minute`` requests per parent (Google's per-user quota is 600
   a minute) and, when ``requests_per_second`` is set, at most that many Calendar requests per
-  second for the whole client (the project's quota; token requests go to the OAuth endpoint and
-  are not counted), with the worker's one rate limiter (:class:`worker.retry.RateLimiter`).
+  second (the project's quota; token requests go to the OAuth endpoint and are not counted): with
+  the worker's one rate limiter (:class:`worker.retry.RateLimiter`), or with ``project_pace`` when
+  the events step shares the quota with every worker of the database.
 * **Cost.** Measured against the local stand-in on this project's 2-core machine: ~250 us of CPU per
   Calendar request through googleapiclient + httplib2 (httplib2 alone ~150-230 us, ``requests``'
   ``AuthorizedSession`` ~630 us, httpx ~440 us), so the real client stack stays.
@@ -57,7 +58,7 @@ from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
 from worker.config import ConfigError
-from worker.retry import RateLimiter
+from worker.retry import Pace, RateLimiter
 
 __all__ = ["TRANSPORT_ERRORS", "Access", "GoogleCalendar", "HttpError", "RefreshError", "Session",
            "http_error_parts", "retry_after_seconds"]
@@ -161,8 +162,8 @@ class Session:
 
     def _execute(self, request: Any) -> Any:
         self._client._limiter(self.access.key).acquire()
-        if self._client._project_limiter is not None:
-            self._client._project_limiter.acquire()
+        if self._client.project_pace is not None:
+            self._client.project_pace.acquire()
         self._lane.requests += 1
         return request.execute(http=self._authed, num_retries=0)
 
@@ -188,7 +189,10 @@ class GoogleCalendar:
         self.requests_per_minute = requests_per_minute
         #: Calendar requests per second for the whole client, at most (0: no limit).
         self.requests_per_second = requests_per_second
-        self._project_limiter = RateLimiter(requests_per_second, window=1.0) if requests_per_second > 0 else None
+        #: What spaces the project's Calendar requests: this client's own limiter, or one shared by
+        #: every worker of the database (``worker.steps.pace.SharedPace``, set by the events step).
+        self.project_pace: Pace | None = (RateLimiter(requests_per_second, window=1.0)
+                                          if requests_per_second > 0 else None)
         self._client_id = client_id
         self._client_secret = client_secret
         self._service_account: Access | None = None

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from worker.records import (
+    Booking,
     EventResult,
     EventRow,
     PushResult,
@@ -126,6 +127,15 @@ class Gateway(abc.ABC):
                         patience: float = DEFAULT_PATIENCE) -> dict[str, int]:
         return _counts(self.call("worker_complete_events", patience=patience, p_now=now, p_claim=claim,
                                  p_results=wire_all(results)))
+
+    def book_sends(self, name: str, count: int, rate: float, *, lookahead_seconds: float = 2.0,
+                   patience: float = DEFAULT_PATIENCE) -> Booking:
+        """Book ``count`` requests at ``rate`` a second on the schedule ``name`` every worker shares
+        (see sql/functions/public.worker_book_sends.sql)."""
+        doc = self.call("worker_book_sends", patience=patience, p_name=name, p_count=count, p_rate=rate,
+                        p_lookahead_seconds=lookahead_seconds) or {}
+        return Booking(send_in=_seconds(doc.get("send_in")), rate=_seconds(doc.get("rate")),
+                       wait=_seconds(doc.get("wait_seconds")), answered_at=time.monotonic())
 
     # --- the push step --------------------------------------------------------------------------
 

@@ -72,6 +72,7 @@ if TYPE_CHECKING:
     # import) is loaded only when a batch has something to tell Google: see GoogleClientSpec.
     from worker.clients.google import Access, GoogleCalendar, Session
     from worker.config import GoogleSettings
+    from worker.retry import Pace
 
 __all__ = [
     "EVENT_ID_PROPERTY",
@@ -380,6 +381,7 @@ class CalendarSync:
         self._lock = threading.Lock()
         self._revoked: set[tuple[str, str]] = set()
         self._benched: dict[str, Failure] = {}  # parents rate-limited earlier in this pass
+        self._pace: Pace | None = None
         self._finalizer = weakref.finalize(self, _release, self._held)
 
     @property
@@ -420,8 +422,21 @@ class CalendarSync:
 
     # -- the port --------------------------------------------------------------------------------
 
-    def sync(self, events: Sequence[EventRow], now: datetime) -> dict[str, CalendarOutcome]:
-        """Outcomes by event id. Events with a content problem are left out (the step fails them)."""
+    @property
+    def requests_per_second(self) -> float:
+        """The project's Calendar requests per second this calendar keeps to (0: no limit)."""
+        if self._spec is not None:
+            return self._spec.requests_per_second
+        client = self._held.client
+        return client.requests_per_second if client is not None else 0.0
+
+    def sync(self, events: Sequence[EventRow], now: datetime, *,
+             pace: Pace | None = None) -> dict[str, CalendarOutcome]:
+        """Outcomes by event id. Events with a content problem are left out (the step fails them).
+        ``pace``: what spaces the project's requests instead of the client's own limiter (the
+        events step's :class:`~worker.steps.pace.SharedPace`)."""
+        if pace is not None:
+            self._pace = pace
         started = time.monotonic()
         outcomes: dict[str, CalendarOutcome] = {}
         queues: dict[str, list[EventRow]] = {}
@@ -460,6 +475,8 @@ class CalendarSync:
 
     def _run(self, queues: Mapping[str, Sequence[EventRow]]) -> _Plan:
         client = self.client  # the first batch with a request to make builds it
+        if self._pace is not None:
+            client.project_pace = self._pace
         accesses: dict[str, Access] = {}
         for user, rows in queues.items():
             access = client.access(user, rows[0].google_refresh_token, rows[0].owner_calendar_id)

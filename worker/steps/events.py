@@ -21,16 +21,26 @@ from worker import logs, planner, timing
 from worker.db import Gateway
 from worker.records import CalendarOutcome, EventResult, EventRow, PlannedReminder, Undecodable
 from worker.steps.context import PassClock, PassCounts
+from worker.steps.pace import SharedPace
 from worker.vocabulary import ErrorKind, EventOutcome, EventStatus
 
 if TYPE_CHECKING:
     from worker.config import PassSettings
+    from worker.retry import Pace
+
+#: The name the project's Google Calendar quota is booked under (worker.send_schedule).
+GOOGLE_SCHEDULE = "google"
 
 
 class CalendarPort(Protocol):
     """Puts a batch of claimed events into their owners' calendars (see worker.steps.calendar)."""
 
-    def sync(self, events: Sequence[EventRow], now: datetime) -> Mapping[str, CalendarOutcome]: ...
+    @property
+    def requests_per_second(self) -> float:
+        """The project's Calendar requests per second to keep to (0: no limit)."""
+
+    def sync(self, events: Sequence[EventRow], now: datetime, *,
+             pace: Pace | None = None) -> Mapping[str, CalendarOutcome]: ...
 
     def close(self) -> None: ...
 
@@ -153,7 +163,7 @@ def events_step(gateway: Gateway, passes: PassSettings, clock: PassClock, counts
     is that user's weather, not Google's.
     """
     health = _CalendarHealth()
-    with _Syncer(calendar) as syncer:
+    with _Syncer(calendar, gateway) as syncer:
         batch = _claim(gateway, passes, clock)
         if batch is not None:
             syncer.start(batch)
@@ -190,9 +200,15 @@ class _Syncer:
     """Runs a batch's calendar sync: on a helper thread when it has anything for Google, inline
     (no thread) when not; the thread is started on the first batch that needs it."""
 
-    def __init__(self, calendar: CalendarPort | None) -> None:
+    def __init__(self, calendar: CalendarPort | None, gateway: Gateway) -> None:
         self._calendar = calendar
         self._thread: ThreadPoolExecutor | None = None
+        # The project's quota (GOOGLE_MAX_REQUESTS_PER_SECOND) is shared by every worker of the
+        # database: booked on the schedule they share, on a connection of its own (opened only
+        # when a request needs a slot).
+        rate = calendar.requests_per_second if calendar is not None else 0.0
+        self._gateway = gateway
+        self._pace = SharedPace(gateway.sibling, GOOGLE_SCHEDULE, rate) if rate > 0 else None
 
     def start(self, batch: _Batch) -> None:
         if self._calendar is None or not batch.readable:
@@ -201,7 +217,7 @@ class _Syncer:
         if self._thread is None:
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events-sync")
         calendar = self._calendar
-        batch.sync = self._thread.submit(calendar.sync, batch.readable, batch.now)
+        batch.sync = self._thread.submit(calendar.sync, batch.readable, batch.now, pace=self._pace)
 
     def __enter__(self) -> _Syncer:
         return self
@@ -209,6 +225,9 @@ class _Syncer:
     def __exit__(self, *exc: object) -> None:
         if self._thread is not None:
             self._thread.shutdown(wait=True)  # a sync still running finishes (its batch is leased)
+        if self._pace is not None:
+            self._pace.close()
+            self._gateway.round_trips += self._pace.round_trips
 
 
 def _claim(gateway: Gateway, passes: PassSettings, clock: PassClock) -> _Batch | None:
