@@ -59,8 +59,8 @@ class _Pass:
                                       NOW.isoformat()], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         self.peak_kb = 0
-        self._watch = threading.Thread(target=self._sample, daemon=True)
-        self._watch.start()
+        self.watch = threading.Thread(target=self._sample, daemon=True)
+        self.watch.start()
 
     def _sample(self) -> None:
         status = Path(f"/proc/{self.proc.pid}/status")
@@ -74,10 +74,6 @@ class _Pass:
             time.sleep(0.05)
 
 
-def _start(env: dict[str, str]) -> _Pass:
-    return _Pass(env)
-
-
 def _finish(run: _Pass) -> tuple[int, float, dict[str, Any]]:
     """Wait for one pass; returns its exit code, peak RSS in MB, and its summary line (with the
     CPU seconds the pass used, ``cpu_s``)."""
@@ -86,7 +82,7 @@ def _finish(run: _Pass) -> tuple[int, float, dict[str, Any]]:
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    run._watch.join()
+    run.watch.join()
     summary: dict[str, Any] = {}
     for line in err.splitlines():
         if '"pass.summary"' in line:
@@ -100,7 +96,7 @@ def _finish(run: _Pass) -> tuple[int, float, dict[str, Any]]:
 def _run_worker(env: dict[str, str]) -> tuple[int, float, float, dict[str, Any]]:
     """Run one pass; returns exit code, wall seconds, peak RSS in MB, and the summary line."""
     started = time.perf_counter()
-    code, rss, summary = _finish(_start(env))
+    code, rss, summary = _finish(_Pass(env))
     return code, time.perf_counter() - started, rss, summary
 
 
@@ -114,7 +110,7 @@ def bench(admin_url: str, count: int, latency: float, *, workers: int = 1, limit
         env = _env(DATABASE_URL=url, EXPO_API_URL=expo.url, PUSH_RATE_LIMIT=str(limit), LOG_LEVEL="INFO",
                    LOG_FORMAT="json", PUSH_CONCURRENCY=str(concurrency))
         started = time.perf_counter()
-        procs = [_start(env) for _ in range(workers)]
+        procs = [_Pass(env) for _ in range(workers)]
         done = [_finish(p) for p in procs]
         wall = time.perf_counter() - started
         ids = Counter(m["data"]["reminder_id"] for m in expo.messages)

@@ -57,13 +57,8 @@ BEGIN
     IF p_rate > 0 THEN
         -- The schedule runs on the database's clock (every worker reads the same one); the answer
         -- gives the worker durations, measured when it is written, not instants of its own clock.
-        INSERT INTO worker.send_schedule (name, next_free_at) VALUES ('expo', clock_timestamp())
-        ON CONFLICT (name) DO NOTHING;
-        SELECT s.next_free_at INTO v_free FROM worker.send_schedule s WHERE s.name = 'expo' FOR UPDATE;
-        v_clock := clock_timestamp();
-        IF v_free > v_clock + make_interval(secs => p_lookahead_seconds + 60 + greatest(p_limit, 1) * 20 / p_rate) THEN
-            v_free := v_clock;  -- booked further ahead than any claim could: the clock was set back
-        END IF;
+        SELECT s.clock, s.next_free INTO v_clock, v_free
+        FROM worker.lock_send_schedule('expo', p_lookahead_seconds + 60 + greatest(p_limit, 1) * 20 / p_rate) s;
         -- Not before the worker can have the claimed messages ready (p_lead_seconds): a slot it
         -- could only meet late would bunch its request with the next one at Expo.
         v_send_from := greatest(v_clock + make_interval(secs => p_lead_seconds), v_free);

@@ -600,7 +600,7 @@ BEGIN
     END CASE;
     IF current_setting('reminder_worker.migrated') = 'on'
        OR NOT EXISTS (SELECT 1 FROM worker.schema_definitions
-                      WHERE checksum = '8f8331238a25295397ddf185afb499aa13dfb588bc45981ed637267ca4e6051f') THEN
+                      WHERE checksum = '1dd68c2952e015cc95f5a6a72dfa902a49a7c5355d61fdf56b435e9996121cb4') THEN
         v_stale := true;
     ELSIF to_regproc('worker.profiles_columns') IS NULL THEN
         v_stale := true;
@@ -952,6 +952,42 @@ $rw_sql$;
 END
 $rw_step$;
 
+-- sql/functions/worker.lock_send_schedule.sql
+DO $rw_step$
+BEGIN
+    CASE current_setting('reminder_worker.apply', true)
+        WHEN 'v4:run' THEN NULL;
+        WHEN 'v4:skip' THEN RETURN;
+        ELSE RAISE EXCEPTION 'reminder-worker: run this file whole, in one transaction (as supabase db push does; psql needs --single-transaction)';
+    END CASE;
+    IF current_setting('reminder_worker.definitions') = 'on' THEN
+        EXECUTE $rw_sql$-- One schedule of worker.send_schedule, locked for the caller's transaction (so bookings never
+-- overlap, whichever worker makes them), created on first use. Returns the database's clock (the
+-- one clock every worker shares) and when the schedule is next free; a schedule booked more than
+-- p_max_ahead_seconds ahead (further than any booking could make: the clock was set back) counts
+-- as free now. The caller books by moving next_free_at. Used by public.worker_claim_reminders
+-- (Expo's limit, booked inside the claim) and public.worker_book_sends (Google's, in blocks).
+CREATE OR REPLACE FUNCTION worker.lock_send_schedule(
+    p_name text, p_max_ahead_seconds double precision, OUT clock timestamptz, OUT next_free timestamptz
+)
+    LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+    SET search_path = ''
+AS $$
+BEGIN
+    INSERT INTO worker.send_schedule (name, next_free_at) VALUES (p_name, clock_timestamp())
+    ON CONFLICT (name) DO NOTHING;
+    SELECT s.next_free_at INTO next_free FROM worker.send_schedule s WHERE s.name = p_name FOR UPDATE;
+    clock := clock_timestamp();
+    IF next_free > clock + make_interval(secs => p_max_ahead_seconds) THEN
+        next_free := clock;
+    END IF;
+END
+$$;
+$rw_sql$;
+    END IF;
+END
+$rw_step$;
+
 -- sql/functions/worker.mask_push_token.sql
 DO $rw_step$
 BEGIN
@@ -1222,12 +1258,9 @@ BEGIN
 -- p_rate a second: a limit that holds for the project, not for one worker. The events step books
 -- Google Calendar's requests this way in blocks ('google': GOOGLE_MAX_REQUESTS_PER_SECOND), and
 -- each worker spaces its requests 1/p_rate s apart from the start of its block; the push step books
--- Expo's inside its claim (public.worker_claim_reminders), by the same rules:
---   * the database's clock is the one clock (a pass's p_now may be simulated);
---   * the row is locked for the call, so bookings never overlap, whichever worker makes them;
---   * booked more than p_lookahead_seconds ahead: nothing is booked, `wait_seconds` says when to
---     ask again;
---   * booked further ahead than any booking could make (the clock was set back): reset.
+-- Expo's inside its claim (public.worker_claim_reminders), by the same rules: the schedule locked
+-- and read on the database's clock (worker.lock_send_schedule); booked more than
+-- p_lookahead_seconds ahead, nothing is booked and `wait_seconds` says when to ask again.
 -- Answers {send_in, rate}: the block's first slot, in seconds from the answer, or {wait_seconds}.
 CREATE OR REPLACE FUNCTION public.worker_book_sends(
     p_name text, p_count integer, p_rate double precision, p_lookahead_seconds double precision DEFAULT 2
@@ -1244,13 +1277,8 @@ BEGIN
         RAISE EXCEPTION 'worker_book_sends: a name, a count >= 1 and a rate > 0 are needed'
             USING ERRCODE = '22023';
     END IF;
-    INSERT INTO worker.send_schedule (name, next_free_at) VALUES (p_name, clock_timestamp())
-    ON CONFLICT (name) DO NOTHING;
-    SELECT s.next_free_at INTO v_free FROM worker.send_schedule s WHERE s.name = p_name FOR UPDATE;
-    v_clock := clock_timestamp();
-    IF v_free > v_clock + make_interval(secs => p_lookahead_seconds + 60 + p_count / p_rate) THEN
-        v_free := v_clock;
-    END IF;
+    SELECT s.clock, s.next_free INTO v_clock, v_free
+    FROM worker.lock_send_schedule(p_name, p_lookahead_seconds + 60 + p_count / p_rate) s;
     v_from := greatest(v_clock, v_free);
     IF v_from > v_clock + make_interval(secs => p_lookahead_seconds) THEN
         RETURN json_build_object('wait_seconds',
@@ -1528,13 +1556,8 @@ BEGIN
     IF p_rate > 0 THEN
         -- The schedule runs on the database's clock (every worker reads the same one); the answer
         -- gives the worker durations, measured when it is written, not instants of its own clock.
-        INSERT INTO worker.send_schedule (name, next_free_at) VALUES ('expo', clock_timestamp())
-        ON CONFLICT (name) DO NOTHING;
-        SELECT s.next_free_at INTO v_free FROM worker.send_schedule s WHERE s.name = 'expo' FOR UPDATE;
-        v_clock := clock_timestamp();
-        IF v_free > v_clock + make_interval(secs => p_lookahead_seconds + 60 + greatest(p_limit, 1) * 20 / p_rate) THEN
-            v_free := v_clock;  -- booked further ahead than any claim could: the clock was set back
-        END IF;
+        SELECT s.clock, s.next_free INTO v_clock, v_free
+        FROM worker.lock_send_schedule('expo', p_lookahead_seconds + 60 + greatest(p_limit, 1) * 20 / p_rate) s;
         -- Not before the worker can have the claimed messages ready (p_lead_seconds): a slot it
         -- could only meet late would bunch its request with the next one at Expo.
         v_send_from := greatest(v_clock + make_interval(secs => p_lead_seconds), v_free);
@@ -2985,7 +3008,7 @@ BEGIN
         ELSE RAISE EXCEPTION 'reminder-worker: run this file whole, in one transaction (as supabase db push does; psql needs --single-transaction)';
     END CASE;
     IF current_setting('reminder_worker.definitions') = 'on' THEN
-        INSERT INTO worker.schema_definitions (checksum) VALUES ('8f8331238a25295397ddf185afb499aa13dfb588bc45981ed637267ca4e6051f')
+        INSERT INTO worker.schema_definitions (checksum) VALUES ('1dd68c2952e015cc95f5a6a72dfa902a49a7c5355d61fdf56b435e9996121cb4')
             ON CONFLICT (id) DO UPDATE SET checksum = excluded.checksum, applied_at = now();
     END IF;
 END

@@ -68,15 +68,12 @@ class SharedPace:
     def acquire(self, n: float = 1) -> float:
         """Wait for this request's slot; returns the seconds waited (``n`` is one request)."""
         with self._lock:
-            if self._fallback is None:
-                while self._taken >= self._size and self._fallback is None:
-                    self._book()
-            if self._fallback is None:
+            while self._fallback is None and self._taken >= self._size:
+                self._book()
+            fallback = self._fallback
+            if fallback is None:
                 slot = self._start + self._taken * self._step
                 self._taken += 1
-                fallback = None
-            else:
-                fallback = self._fallback
         if fallback is not None:
             return fallback.acquire()
         delay = slot - time.monotonic()
@@ -97,9 +94,6 @@ class SharedPace:
                        reason=f"cannot book on the shared schedule: {exc}")
             self._fallback = RateLimiter(self.rate, window=1.0)
             return
-        finally:
-            if self._gateway is not None:
-                self.round_trips = self._gateway.round_trips
         self.bookings += 1
         if booking.wait is not None or booking.send_in is None:
             time.sleep(min(max(booking.wait or 0.0, 0.01), 1.0))  # others wait on the lock meanwhile
@@ -109,6 +103,7 @@ class SharedPace:
         self._taken, self._size = 0, self.block
 
     def close(self) -> None:
+        """Close the connection; ``round_trips`` keeps what it cost."""
         with self._lock:
             if self._gateway is not None:
                 self.round_trips = self._gateway.round_trips
